@@ -1,0 +1,1 @@
+//! Harness for tests that run in real network namespaces (being written).

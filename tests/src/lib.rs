@@ -1,0 +1,1 @@
+//! Helpers for unprivileged tests that run the built plugin binaries.
