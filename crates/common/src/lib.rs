@@ -3,9 +3,10 @@
 //! Protocol: [`version`], [`error`], [`env`], [`args`], [`config`], [`result`],
 //! [`dispatch`] (the verb dispatcher every `main` calls).
 //! Operating system: [`netns`], [`netlink`], [`sysctl`], [`ipconfig`], [`mac`].
-//! Plugins calling plugins: [`delegate`], [`ipam`]. Diagnostics: [`logging`].
+//! Plugins calling plugins: [`delegate`], [`ipam`]. Stacked-link plugins: [`child_link`]. Diagnostics: [`logging`].
 
 pub mod args;
+pub mod child_link;
 pub mod config;
 pub mod delegate;
 pub mod dispatch;

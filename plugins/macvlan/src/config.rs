@@ -1,0 +1,58 @@
+//! `manifold-macvlan` configuration: the reference macvlan plugin's fields.
+
+use manifold_common::child_link::{parse_unicast_mac, LinkConf};
+use manifold_common::dispatch::Call;
+use manifold_common::mac::Mac;
+use manifold_common::netlink::MacvlanMode;
+use manifold_common::CniResult;
+use serde::Deserialize;
+
+/// CNI_ARGS keys this plugin reads.
+const ARGS: [&str; 1] = ["MAC"];
+
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    mac: Option<String>,
+    #[serde(default)]
+    bcqueuelen: Option<u32>,
+}
+
+/// Validated macvlan settings.
+#[derive(Debug, Clone)]
+pub struct MacvlanConf {
+    /// Master, MTU, linkInContainer, DAD.
+    pub link: LinkConf,
+    /// Macvlan mode (default bridge).
+    pub mode: MacvlanMode,
+    /// MAC: `runtimeConfig.mac`, else `CNI_ARGS MAC=`, else `mac` (the reference's precedence).
+    pub mac: Option<Mac>,
+    /// Broadcast queue length.
+    pub bcqueuelen: Option<u32>,
+}
+
+impl MacvlanConf {
+    /// Parses and checks everything that can be checked without the kernel.
+    pub fn load(call: &Call) -> CniResult<Self> {
+        let w: Wire = call.conf.plugin_fields()?;
+        call.env.args.check_known(&ARGS)?;
+        let mac = call
+            .conf
+            .runtime_config
+            .mac
+            .as_deref()
+            .or(call.env.args.get("MAC"))
+            .or(w.mac.as_deref())
+            .filter(|s| !s.is_empty())
+            .map(parse_unicast_mac)
+            .transpose()?;
+        Ok(MacvlanConf {
+            link: LinkConf::load(&call.conf)?,
+            mode: w.mode.as_deref().unwrap_or("bridge").parse()?,
+            mac,
+            bcqueuelen: w.bcqueuelen,
+        })
+    }
+}
