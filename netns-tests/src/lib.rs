@@ -122,10 +122,28 @@ pub fn veth_pair(a: &TestNetns, a_name: &str, b: &TestNetns, b_name: &str) {
     b.ip(&["link", "set", b_name, "up"]);
 }
 
+/// Waits (up to 5 s) until no address is tentative: the kernel adds an IPv6
+/// link-local address and its local route only once DAD is done, so a
+/// snapshot taken earlier would differ from a later one with no change made.
+pub fn settle(ns: &TestNetns) {
+    for _ in 0..250 {
+        if ns
+            .ip(&["-6", "addr", "show", "tentative"])
+            .trim()
+            .is_empty()
+        {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("addresses in {} still tentative after 5 s", ns.name());
+}
+
 /// Links (name, kind, MAC, MTU, flags, master), addresses and routes of every
 /// table, without counters or lifetimes: equal snapshots mean the netns is
 /// as it was.
 pub fn snapshot(ns: &TestNetns) -> String {
+    settle(ns);
     let mut out = String::new();
     for l in ns
         .ip_json(&["-d", "link", "show"])

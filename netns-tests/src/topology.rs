@@ -98,6 +98,31 @@ impl Topology {
             .in_netns(self.host.name())
     }
 
+    /// ADDs `net1` to a fresh pod, captures what a runtime and the pod see,
+    /// then DELs it: for side-by-side comparisons with a reference plugin
+    /// (run one after the other, as two links cannot share a MAC or address
+    /// on one master).
+    pub fn attach_and_capture(&self, plugin: &str, conf: &Value) -> Attached {
+        let pod = self.pod("cap");
+        let mut result = self
+            .run(plugin, "ADD", "cap", Some(&pod), "net1", conf)
+            .result()
+            .clone();
+        result["interfaces"][0]["sandbox"] = Value::from("<sandbox>");
+        let l = link_details(&pod, "net1").expect("net1 in pod");
+        let link = serde_json::json!({"mtu": l["mtu"], "address": l["address"], "operstate": l["operstate"], "linkinfo": l["linkinfo"]});
+        let addresses = addresses(&pod, "net1").into_iter().map(|a| a.0).collect();
+        let routes = routes(&pod, "net1");
+        let del = self.run(plugin, "DEL", "cap", Some(&pod), "net1", conf);
+        assert_eq!(del.code, 0, "{del:?}");
+        Attached {
+            result,
+            link,
+            addresses,
+            routes,
+        }
+    }
+
     /// Snapshot of the host netns (see [`snapshot`]).
     pub fn host_snapshot(&self) -> String {
         snapshot(&self.host)
@@ -108,6 +133,19 @@ impl Drop for Topology {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// What an attachment looked like, for comparisons (sandbox path masked).
+#[derive(Debug, PartialEq)]
+pub struct Attached {
+    /// Result JSON.
+    pub result: Value,
+    /// Link MTU, MAC, state and kind details.
+    pub link: Value,
+    /// Global addresses.
+    pub addresses: Vec<String>,
+    /// Routes through the link.
+    pub routes: Vec<String>,
 }
 
 /// The reference plugin binary of that name.
