@@ -8,6 +8,9 @@ packages=(
   containernetworking-plugins                   # reference plugins: peers, delegates, IPAM
   qemu-system-x86 busybox-static linux-image-amd64  # full-kernel VM lane (ipvlan, vlan, dummy)
   python3                                       # demo table formatting
+  protobuf-compiler libprotobuf-dev             # etcd-client build (protoc + well-known types)
+  etcd-server                                   # real etcd for manifold-ipam tests
+  openssl                                       # TLS certificates for the etcd TLS tests
 )
 
 missing=()

@@ -71,6 +71,28 @@ impl Output {
         assert_eq!(self.code, 0, "plugin failed: {self:?}");
         self.json.as_ref().expect("result JSON on stdout")
     }
+
+    /// The `address` of every entry in the result's `ips`.
+    pub fn ips(&self) -> Vec<String> {
+        self.result()["ips"]
+            .as_array()
+            .expect("result has ips")
+            .iter()
+            .map(|i| i["address"].as_str().expect("ip address").to_string())
+            .collect()
+    }
+}
+
+impl From<std::process::Output> for Output {
+    fn from(out: std::process::Output) -> Self {
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            json: serde_json::from_str(&stdout).ok(),
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
+        }
+    }
 }
 
 /// One plugin call.
@@ -152,12 +174,6 @@ impl Call {
         });
         let out = child.wait_with_output().expect("wait for plugin");
         let _ = writer.join();
-        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-        Output {
-            code: out.status.code().unwrap_or(-1),
-            json: serde_json::from_str(&stdout).ok(),
-            stdout,
-            stderr: String::from_utf8_lossy(&out.stderr).to_string(),
-        }
+        Output::from(out)
     }
 }

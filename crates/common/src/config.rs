@@ -216,16 +216,20 @@ pub fn decode_error(what: &str, e: impl std::fmt::Display) -> CniError {
     CniError::new(ErrorCode::Decode, format!("decode {what}: {e}"))
 }
 
-/// Checks a network name: alphanumeric plus '-', '_', '.' (spec), starting alphanumeric.
-pub fn validate_network_name(name: &str) -> CniResult<()> {
-    let ok = name
-        .chars()
+/// Whether `name` has the spec's network-name shape: alphanumeric plus '-', '_', '.',
+/// starting alphanumeric (so never empty, no '/', no "..").
+pub fn is_cni_name(name: &str) -> bool {
+    name.chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphanumeric())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Checks a network name: alphanumeric plus '-', '_', '.' (spec), starting alphanumeric.
+pub fn validate_network_name(name: &str) -> CniResult<()> {
+    if is_cni_name(name) {
         Ok(())
     } else if name.is_empty() {
         Err(CniError::config("network config has no \"name\""))

@@ -104,7 +104,10 @@ mod tests {
         let b = hex(Family::V6, 0x100);
         assert!(a < b);
         assert_eq!(parse_hex(Family::V6, &b), Some(0x100));
-        assert_eq!(hex(Family::V4, to_u128("10.0.0.1".parse().unwrap())), "0a000001");
+        assert_eq!(
+            hex(Family::V4, to_u128("10.0.0.1".parse().unwrap())),
+            "0a000001"
+        );
     }
 
     #[test]

@@ -1,1 +1,5 @@
-fn main() {}
+//! `manifold-ipam`: the CNI IPAM plugin binary.
+
+fn main() {
+    manifold_common::dispatch::main(&manifold_ipam::plugin::Ipam)
+}

@@ -28,10 +28,7 @@ pub struct Range {
 }
 
 fn net_bounds(n: &IpNet) -> (u128, u128) {
-    (
-        addr::to_u128(n.network()),
-        addr::to_u128(n.broadcast()),
-    )
+    (addr::to_u128(n.network()), addr::to_u128(n.broadcast()))
 }
 
 /// Sorts and merges inclusive intervals.
@@ -223,9 +220,12 @@ impl Pool {
         self.ranges[0].family()
     }
 
-    /// The range holding address `v`, if any.
-    pub fn range_of(&self, v: u128) -> Option<&Range> {
-        self.ranges.iter().find(|r| r.contains(v))
+    /// The range holding `ip`, if any.
+    pub fn range_of(&self, ip: IpAddr) -> Option<&Range> {
+        let v = addr::to_u128(ip);
+        self.ranges
+            .iter()
+            .find(|r| r.family() == Family::of(ip) && r.contains(v))
     }
 
     /// Total addresses that can be handed out.
@@ -284,22 +284,46 @@ mod tests {
 
     #[test]
     fn exclude_covering_everything_is_invalid_config() {
-        let e = Range::new(net("10.0.0.0/30"), None, None, None, vec![net("10.0.0.0/31")])
-            .unwrap_err();
+        let e = Range::new(
+            net("10.0.0.0/30"),
+            None,
+            None,
+            None,
+            vec![net("10.0.0.0/31"), net("10.0.0.2/32")],
+        )
+        .unwrap_err();
         assert_eq!(e.code, manifold_common::ErrorCode::InvalidConfig);
         assert!(e.msg.contains("no address to hand out"), "{}", e.msg);
     }
 
     #[test]
     fn start_after_end_and_outside_subnet_are_invalid() {
-        assert!(Range::new(net("10.0.0.0/24"), Some(ip("10.0.0.9")), Some(ip("10.0.0.3")), None, vec![]).is_err());
-        let e = Range::new(net("10.0.0.0/24"), Some(ip("10.0.1.9")), None, None, vec![]).unwrap_err();
+        assert!(Range::new(
+            net("10.0.0.0/24"),
+            Some(ip("10.0.0.9")),
+            Some(ip("10.0.0.3")),
+            None,
+            vec![]
+        )
+        .is_err());
+        let e =
+            Range::new(net("10.0.0.0/24"), Some(ip("10.0.1.9")), None, None, vec![]).unwrap_err();
         assert!(e.msg.contains("outside subnet 10.0.0.0/24"), "{}", e.msg);
     }
 
     #[test]
     fn point_to_point_subnets_use_every_address() {
-        assert_eq!(Range::new(net("10.0.0.4/31"), None, None, None, vec![]).unwrap().size(), 2);
-        assert_eq!(Range::new(net("fd00::1/128"), None, None, None, vec![]).unwrap().size(), 1);
+        assert_eq!(
+            Range::new(net("10.0.0.4/31"), None, None, None, vec![])
+                .unwrap()
+                .size(),
+            2
+        );
+        assert_eq!(
+            Range::new(net("fd00::1/128"), None, None, None, vec![])
+                .unwrap()
+                .size(),
+            1
+        );
     }
 }

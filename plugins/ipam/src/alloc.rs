@@ -1,0 +1,502 @@
+//! The allocator (DESIGN.md): ADD as reserve-under-lease then commit, DEL
+//! and GC by attachment, CHECK — the same code on every [`Kv`].
+
+use crate::addr::{self, Family};
+use crate::choose::{Chooser, Hints, Plan};
+use crate::keys::Keys;
+use crate::kv::{Cmp, Entry, Kv, Read, Write};
+use crate::range::{Pool, Range};
+use crate::records::{AddressRecord, AttachmentRecord, Owner, RangeRecord, State};
+use crate::rng::Rng;
+use ipnet::IpNet;
+use manifold_common::{CniError, CniResult, ErrorCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+/// Reserve attempts before giving up on a contended pool.
+const MAX_ATTEMPTS: u32 = 100;
+
+/// One store, one address space, one node: what every verb runs against.
+pub struct Allocator<'a> {
+    /// The store.
+    pub kv: &'a mut dyn Kv,
+    /// The space's keys.
+    pub keys: &'a Keys,
+    /// This node.
+    pub node: &'a str,
+}
+
+/// Decodes a stored record, naming the key when it holds something else.
+pub fn decode<T: DeserializeOwned>(e: &Entry) -> CniResult<T> {
+    serde_json::from_value(e.value.clone()).map_err(|err| {
+        CniError::new(
+            ErrorCode::Decode,
+            format!("store key {:?} holds an unexpected value: {err}", e.key),
+        )
+    })
+}
+
+fn json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("records serialize")
+}
+
+/// "container c1 ifname net1 (pod ns/name) on node n1" for messages.
+pub fn describe(o: &Owner) -> String {
+    let pod = match (&o.pod_namespace, &o.pod_name) {
+        (Some(ns), Some(n)) => format!(" (pod {ns}/{n})"),
+        _ => String::new(),
+    };
+    format!(
+        "container {} ifname {}{pod} on node {} in network {:?}",
+        o.container_id, o.ifname, o.node, o.network
+    )
+}
+
+fn range_record(network: &str, r: &Range) -> RangeRecord {
+    let f = r.family();
+    RangeRecord {
+        network: network.to_string(),
+        subnet: r.subnet,
+        range_start: addr::from_u128(f, r.first),
+        range_end: addr::from_u128(f, r.last),
+        gateway: r.gateway,
+        exclude: r.exclude.clone(),
+    }
+}
+
+/// Matches each requested static address to the pool that holds it
+/// (error 7 when one is in no pool, reserved, or two share a pool).
+pub fn assign_statics(pools: &[Pool], statics: &[IpAddr]) -> CniResult<Vec<Option<u128>>> {
+    let mut out = vec![None; pools.len()];
+    for &ip in statics {
+        let Some((i, range)) = pools
+            .iter()
+            .enumerate()
+            .find_map(|(i, p)| p.range_of(ip).map(|r| (i, r)))
+        else {
+            let all: Vec<String> = pools.iter().map(Pool::describe).collect();
+            return Err(CniError::config(format!(
+                "requested address {ip} is in none of the configured ranges ({})",
+                all.join("; ")
+            )));
+        };
+        let v = addr::to_u128(ip);
+        if !range.is_allocatable(v) {
+            return Err(CniError::config(format!(
+                "requested address {ip} cannot be handed out: it is the network or broadcast address, the gateway, or excluded in {}",
+                range.describe()
+            )));
+        }
+        if out[i].replace(v).is_some() {
+            return Err(CniError::config(format!(
+                "two requested addresses fall in the same pool {}: one address per pool",
+                pools[i].describe()
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// The addresses of a committed attachment, checked against the current pools.
+fn existing(
+    pools: &[Pool],
+    rec: &AttachmentRecord,
+    statics: &[Option<u128>],
+) -> CniResult<Vec<IpNet>> {
+    let stale = || {
+        CniError::config(format!(
+            "{} already holds {}, allocated under a different configuration: DEL it first",
+            describe(&rec.owner),
+            rec.addresses
+                .iter()
+                .map(IpNet::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    };
+    if rec.addresses.len() != pools.len() {
+        return Err(stale());
+    }
+    pools
+        .iter()
+        .zip(statics)
+        .map(|(p, s)| {
+            let a = rec
+                .addresses
+                .iter()
+                .find(|a| p.range_of(a.addr()).is_some())
+                .ok_or_else(stale)?;
+            match s {
+                Some(v) if *v != addr::to_u128(a.addr()) => Err(stale()),
+                _ => Ok(*a),
+            }
+        })
+        .collect()
+}
+
+impl Allocator<'_> {
+    /// ADD: one address per pool for `owner`'s attachment, both families or
+    /// neither; idempotent. Returns the addresses in pool order.
+    pub fn add(
+        &mut self,
+        pools: &[Pool],
+        owner: &Owner,
+        statics: &[IpAddr],
+        lease_ttl: u64,
+    ) -> CniResult<Vec<IpNet>> {
+        let statics = assign_statics(pools, statics)?;
+        let akey = self
+            .keys
+            .attachment(&owner.network, &owner.container_id, &owner.ifname);
+        let ranges: Vec<&Range> = pools.iter().flat_map(|p| &p.ranges).collect();
+        let mut rng = Rng::from_clock();
+        let mut lease = None;
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(rng.backoff(attempt));
+            }
+            let mut reads = vec![Read::Get(akey.clone())];
+            for r in &ranges {
+                let id = r.id();
+                reads.push(Read::Get(self.keys.cursor(self.node, &id)));
+                reads.push(Read::Get(self.keys.next_block(&id)));
+                reads.push(Read::Get(self.keys.pool(&owner.network, &id)));
+            }
+            let mut results = self
+                .kv
+                .read(reads)?
+                .into_iter()
+                .map(|r| r.entries.into_iter().next());
+            if let Some(e) = results.next().flatten() {
+                let rec: AttachmentRecord = decode(&e)?;
+                match rec.state {
+                    State::Committed => return existing(pools, &rec, &statics),
+                    // A dead (or concurrent) ADD of the same attachment: take over.
+                    State::Pending if rec.lease != 0 => {
+                        self.kv.revoke(rec.lease)?;
+                        continue;
+                    }
+                    State::Pending => {}
+                }
+            }
+            let mut plan = Plan::default();
+            let mut hints = Vec::new();
+            for r in &ranges {
+                let (cursor, next, meta) = (
+                    results.next().flatten(),
+                    results.next().flatten(),
+                    results.next().flatten(),
+                );
+                hints.push(Hints::decode(
+                    r.family(),
+                    cursor.map(|e| e.value).as_ref(),
+                    next.map(|e| e.value).as_ref(),
+                ));
+                let want = range_record(&owner.network, r);
+                if meta.and_then(|m| decode::<RangeRecord>(&m).ok()).as_ref() != Some(&want) {
+                    plan.put(self.keys.pool(&owner.network, &r.id()), json(&want));
+                    if let Some(reg) = self.keys.registry() {
+                        plan.put(reg.to_string(), serde_json::json!({}));
+                    }
+                }
+            }
+            let lease_id = match lease {
+                Some(l) => l,
+                None => *lease.insert(self.kv.grant(lease_ttl)?),
+            };
+            let mut chosen = Vec::new();
+            let mut offset = 0;
+            for (pool, want) in pools.iter().zip(&statics) {
+                let h = &hints[offset..offset + pool.ranges.len()];
+                offset += pool.ranges.len();
+                let v = match want {
+                    Some(v) => self.check_static(pool, *v)?,
+                    None => self.choose(pool, h, &mut plan, owner, &mut rng)?,
+                };
+                let ip = addr::from_u128(pool.family(), v);
+                let range = pool.range_of(ip).expect("chosen inside the pool");
+                chosen.push(range.with_prefix(v));
+            }
+            let pending = AttachmentRecord {
+                owner: owner.clone(),
+                state: State::Pending,
+                addresses: chosen.clone(),
+                lease: lease_id,
+            };
+            plan.cmps.push(Cmp::Absent(akey.clone()));
+            for a in &chosen {
+                let key = self.addr_key(a);
+                plan.cmps.push(Cmp::Absent(key.clone()));
+                plan.writes.push(Write::Put {
+                    key,
+                    value: json(&AddressRecord {
+                        owner: owner.clone(),
+                        state: State::Pending,
+                    }),
+                    lease: Some(lease_id),
+                });
+            }
+            plan.writes.push(Write::Put {
+                key: akey.clone(),
+                value: json(&pending),
+                lease: Some(lease_id),
+            });
+            if let Some(rev) = self.kv.txn(plan.cmps, plan.writes)? {
+                return self.commit(&akey, pending, rev, lease_ttl);
+            }
+        }
+        Err(CniError::new(
+            ErrorCode::TryAgainLater,
+            format!(
+                "gave up after {MAX_ATTEMPTS} attempts: every chosen address of network {:?} was taken concurrently",
+                owner.network
+            ),
+        ))
+    }
+
+    fn addr_key(&self, a: &IpNet) -> String {
+        self.keys
+            .addr(Family::of(a.addr()), addr::to_u128(a.addr()))
+    }
+
+    fn check_static(&mut self, pool: &Pool, v: u128) -> CniResult<u128> {
+        let ip = addr::from_u128(pool.family(), v);
+        match self.kv.get(&self.keys.addr(pool.family(), v))? {
+            None => Ok(v),
+            Some(e) => {
+                let holder: AddressRecord = decode(&e)?;
+                Err(CniError::new(
+                    ErrorCode::TryAgainLater,
+                    format!(
+                        "requested address {ip} is in use by {}",
+                        describe(&holder.owner)
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn choose(
+        &mut self,
+        pool: &Pool,
+        hints: &[Hints],
+        plan: &mut Plan,
+        owner: &Owner,
+        rng: &mut Rng,
+    ) -> CniResult<u128> {
+        let found = Chooser {
+            kv: &mut *self.kv,
+            keys: self.keys,
+            node: self.node,
+            now: owner.allocated_at,
+            rng,
+        }
+        .choose(pool, hints, plan)?;
+        found.ok_or_else(|| {
+            CniError::new(
+                ErrorCode::TryAgainLater,
+                format!(
+                    "pool {} of network {:?} is exhausted: all {} addresses are in use",
+                    pool.describe(),
+                    owner.network,
+                    pool.size()
+                ),
+            )
+        })
+    }
+
+    /// Re-puts the reserved keys without lease, if they are still the reserve's.
+    fn commit(
+        &mut self,
+        akey: &str,
+        pending: AttachmentRecord,
+        rev: i64,
+        lease_ttl: u64,
+    ) -> CniResult<Vec<IpNet>> {
+        let lease = pending.lease;
+        let mut cmps = vec![Cmp::ModRev(akey.to_string(), rev)];
+        let mut writes = Vec::new();
+        for a in &pending.addresses {
+            let key = self.addr_key(a);
+            cmps.push(Cmp::ModRev(key.clone(), rev));
+            writes.push(Write::Put {
+                key,
+                value: json(&AddressRecord {
+                    owner: pending.owner.clone(),
+                    state: State::Committed,
+                }),
+                lease: None,
+            });
+        }
+        let committed = AttachmentRecord {
+            state: State::Committed,
+            lease: 0,
+            ..pending
+        };
+        writes.push(Write::Put {
+            key: akey.to_string(),
+            value: json(&committed),
+            lease: None,
+        });
+        match self.kv.txn(cmps, writes) {
+            Ok(Some(_)) => Ok(committed.addresses),
+            Ok(None) => {
+                let _ = self.kv.revoke(lease);
+                Err(CniError::new(
+                    ErrorCode::TryAgainLater,
+                    format!("the reserved addresses expired before the ADD could commit them (leaseTTL {lease_ttl}s): try again"),
+                ))
+            }
+            Err(e) => {
+                // Best effort: if etcd is gone, the lease expires by itself.
+                let _ = self.kv.revoke(lease);
+                Err(e.context("commit the reserved addresses"))
+            }
+        }
+    }
+
+    /// Deletes a committed attachment and its addresses if unchanged since read.
+    fn release(&mut self, e: &Entry, rec: &AttachmentRecord) -> CniResult<bool> {
+        let mut writes = vec![Write::Delete(e.key.clone())];
+        writes.extend(
+            rec.addresses
+                .iter()
+                .map(|a| Write::Delete(self.addr_key(a))),
+        );
+        Ok(self
+            .kv
+            .txn(vec![Cmp::ModRev(e.key.clone(), e.mod_rev)], writes)?
+            .is_some())
+    }
+
+    /// DEL: releases the attachment's addresses; an unknown attachment is success.
+    pub fn del(&mut self, network: &str, container_id: &str, ifname: &str) -> CniResult<()> {
+        let akey = self.keys.attachment(network, container_id, ifname);
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(e) = self.kv.get(&akey)? else {
+                return Ok(());
+            };
+            let rec: AttachmentRecord = decode(&e)?;
+            if rec.state == State::Pending && rec.lease != 0 {
+                self.kv.revoke(rec.lease)?;
+            } else if self.release(&e, &rec)? {
+                return Ok(());
+            }
+        }
+        Err(CniError::new(
+            ErrorCode::TryAgainLater,
+            format!("attachment {container_id}/{ifname} of network {network:?} kept changing during DEL"),
+        ))
+    }
+
+    /// GC: releases this node's committed attachments of `network` that are
+    /// not in `valid` (container ID, ifname). Returns how many were released.
+    pub fn gc(&mut self, network: &str, valid: &HashSet<(String, String)>) -> CniResult<usize> {
+        let mut released = 0;
+        for e in self.kv.scan(self.keys.attachments(network), false)? {
+            let rec: AttachmentRecord = decode(&e)?;
+            let o = &rec.owner;
+            if o.node != self.node
+                || rec.state != State::Committed
+                || valid.contains(&(o.container_id.clone(), o.ifname.clone()))
+            {
+                continue;
+            }
+            if self.release(&e, &rec)? {
+                tracing::info!(attachment = %describe(o), addresses = ?rec.addresses, "gc released");
+                released += 1;
+            }
+        }
+        Ok(released)
+    }
+
+    /// CHECK: the attachment holds committed addresses, and all of `expected`.
+    pub fn check(
+        &mut self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+        expected: &[IpNet],
+    ) -> CniResult<()> {
+        let akey = self.keys.attachment(network, container_id, ifname);
+        let fail = |m: String| CniError::new(ErrorCode::CheckFailed, m);
+        let Some(e) = self.kv.get(&akey)? else {
+            return Err(fail(format!(
+                "no addresses are allocated to container {container_id} ifname {ifname} in network {network:?}"
+            )));
+        };
+        let rec: AttachmentRecord = decode(&e)?;
+        if rec.state != State::Committed {
+            return Err(fail(format!(
+                "the allocation of container {container_id} ifname {ifname} never completed"
+            )));
+        }
+        for x in expected {
+            if !rec.addresses.iter().any(|a| a.addr() == x.addr()) {
+                return Err(fail(format!(
+                    "{} is not allocated to container {container_id} ifname {ifname} (it holds {:?})",
+                    x.addr(),
+                    rec.addresses.iter().map(IpNet::to_string).collect::<Vec<_>>()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Allocator<'_> {
+    /// Operator release of one address of `network`: deletes the address and
+    /// removes it from its attachment (deleting the attachment when it was the
+    /// last), in one transaction. Returns the holder, or None if it was free.
+    pub fn release_address(
+        &mut self,
+        network: &str,
+        ip: IpAddr,
+    ) -> CniResult<Option<AddressRecord>> {
+        let key = self.keys.addr(Family::of(ip), addr::to_u128(ip));
+        for _ in 0..MAX_ATTEMPTS {
+            let Some(ae) = self.kv.get(&key)? else {
+                return Ok(None);
+            };
+            let rec: AddressRecord = decode(&ae)?;
+            if rec.owner.network != network {
+                return Err(CniError::config(format!(
+                    "{ip} belongs to network {:?}, not {network:?}",
+                    rec.owner.network
+                )));
+            }
+            let o = &rec.owner;
+            let akey = self.keys.attachment(&o.network, &o.container_id, &o.ifname);
+            let mut cmps = vec![Cmp::ModRev(key.clone(), ae.mod_rev)];
+            let mut writes = vec![Write::Delete(key.clone())];
+            if let Some(te) = self.kv.get(&akey)? {
+                let mut att: AttachmentRecord = decode(&te)?;
+                if att.state == State::Pending && att.lease != 0 {
+                    self.kv.revoke(att.lease)?;
+                    continue;
+                }
+                att.addresses.retain(|a| a.addr() != ip);
+                cmps.push(Cmp::ModRev(akey.clone(), te.mod_rev));
+                writes.push(if att.addresses.is_empty() {
+                    Write::Delete(akey)
+                } else {
+                    Write::Put {
+                        key: akey,
+                        value: json(&att),
+                        lease: None,
+                    }
+                });
+            }
+            if self.kv.txn(cmps, writes)?.is_some() {
+                return Ok(Some(rec));
+            }
+        }
+        Err(CniError::new(
+            ErrorCode::TryAgainLater,
+            format!("{ip} kept changing while being released"),
+        ))
+    }
+}

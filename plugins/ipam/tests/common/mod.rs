@@ -1,0 +1,514 @@
+//! What the IPAM end-to-end tests share: a runner that execs the plugin as a
+//! runtime does, temporary directories, a real etcd server on loopback, and
+//! the two stores every semantic test runs against.
+#![allow(dead_code)] // each test binary uses a different part (manifoldctl's tests include it too)
+
+use manifold_ipam::kv::Entry;
+use manifold_ipam::store::StoreConf;
+use serde_json::{json, Value};
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// The plugin binary under test (set by cargo for the manifold-ipam package's
+/// tests; other packages that include this module drive the plugin in-process).
+pub const PLUGIN: Option<&str> = option_env!("CARGO_BIN_EXE_manifold-ipam");
+
+/// A directory removed on drop (under /dev/shm when it exists: etcd's fsyncs are then cheap).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty directory.
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let base = if Path::new("/dev/shm").is_dir() {
+            PathBuf::from("/dev/shm")
+        } else {
+            std::env::temp_dir()
+        };
+        let p = base.join(format!(
+            "manifold-ipam-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real etcd (Debian's /usr/bin/etcd) on loopback random ports with a
+/// temporary data directory; killed on drop.
+pub struct Etcd {
+    child: Option<Child>,
+    /// Client URL.
+    pub url: String,
+    client_port: u16,
+    peer_port: u16,
+    /// Data directory (kept across [`Etcd::restart`]).
+    pub dir: TempDir,
+    /// Certificates when serving TLS ([`Certs`]).
+    tls: Option<PathBuf>,
+}
+
+/// A test CA with a server certificate for 127.0.0.1 and a client
+/// certificate, made with openssl: `ca.pem`, `server.pem`, `server-key.pem`,
+/// `client.pem`, `client-key.pem`.
+pub struct Certs(pub TempDir);
+
+impl Certs {
+    /// Makes them.
+    pub fn new() -> Self {
+        let d = TempDir::new("certs");
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&d.0)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca-key.pem",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=manifold-test-ca",
+            ],
+        ]
+        .concat());
+        for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+            std::fs::write(
+                d.0.join(format!("{name}.ext")),
+                format!("subjectAltName=IP:127.0.0.1\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n"),
+            )
+            .unwrap();
+            let (key, csr, pem, ext) = (
+                format!("{name}-key.pem"),
+                format!("{name}.csr"),
+                format!("{name}.pem"),
+                format!("{name}.ext"),
+            );
+            run(&[
+                &["req"],
+                &ec[..],
+                &[
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            ]
+            .concat());
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca-key.pem",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "1",
+                "-extfile",
+                &ext,
+            ]);
+        }
+        Certs(d)
+    }
+
+    /// A file's path.
+    pub fn path(&self, name: &str) -> String {
+        self.0 .0.join(name).display().to_string()
+    }
+}
+
+impl Etcd {
+    /// Starts a server and waits until it answers.
+    pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Starts a server that speaks only TLS and wants client certificates of `certs`.
+    pub fn start_tls(certs: &Certs) -> Self {
+        Self::start_with(Some(certs.0 .0.clone()))
+    }
+
+    fn start_with(tls: Option<PathBuf>) -> Self {
+        let dir = TempDir::new("etcd");
+        let mut e = Etcd {
+            child: None,
+            url: String::new(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            dir,
+            tls,
+        };
+        let scheme = if e.tls.is_some() { "https" } else { "http" };
+        e.url = format!("{scheme}://127.0.0.1:{}", e.client_port);
+        e.spawn();
+        e
+    }
+
+    fn spawn(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::File::create(self.dir.0.join("etcd.log")).unwrap();
+        let mut cmd = Command::new("/usr/bin/etcd");
+        if let Some(c) = &self.tls {
+            cmd.arg("--cert-file")
+                .arg(c.join("server.pem"))
+                .arg("--key-file")
+                .arg(c.join("server-key.pem"))
+                .arg("--trusted-ca-file")
+                .arg(c.join("ca.pem"))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
+            .args(["--name", "t", "--data-dir"])
+            .arg(self.dir.0.join("data"))
+            .args([
+                "--listen-client-urls",
+                &self.url,
+                "--advertise-client-urls",
+                &self.url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("t={peer}")])
+            .args(["--log-level", "error", "--logger", "zap"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start /usr/bin/etcd (Debian package etcd-server)");
+        self.child = Some(child);
+        self.wait_healthy();
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let log = std::fs::read_to_string(self.dir.0.join("etcd.log")).unwrap_or_default();
+                panic!("etcd exited with {status}: {log}");
+            }
+            if self.healthy() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("etcd on {} did not become healthy", self.url);
+    }
+
+    fn healthy(&self) -> bool {
+        if let Some(c) = &self.tls {
+            // Ask through the plugin's own client, with the client certificate.
+            let f = json!({"etcd": {"endpoints": [self.url], "requestTimeout": 1, "tls": {
+                "ca": c.join("ca.pem"), "cert": c.join("client.pem"), "key": c.join("client-key.pem")}}});
+            let conf = manifold_ipam::settings::StoreFields::from_value(&f, "t")
+                .unwrap()
+                .store()
+                .unwrap()
+                .unwrap();
+            return conf
+                .open("_shared")
+                .and_then(|mut s| s.kv.get("/health-probe"))
+                .is_ok();
+        }
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.client_port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut body = String::new();
+        let _ = s.read_to_string(&mut body);
+        body.contains("\"health\":\"true\"")
+    }
+
+    /// Kills the server (SIGKILL), keeping its data.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A store the suite runs against.
+pub enum Backend {
+    /// The local store in a temporary dataDir.
+    Local(TempDir),
+    /// A private etcd.
+    Etcd(Etcd),
+}
+
+impl Backend {
+    /// The local store.
+    pub fn local() -> Self {
+        Backend::Local(TempDir::new("local"))
+    }
+
+    /// A fresh etcd.
+    pub fn etcd() -> Self {
+        Backend::Etcd(Etcd::start())
+    }
+
+    /// The store fields of an `ipam` section.
+    pub fn store_fields(&self) -> Value {
+        match self {
+            Backend::Local(d) => json!({"dataDir": d.0}),
+            Backend::Etcd(e) => {
+                json!({"etcd": {"endpoints": [e.url], "dialTimeout": "1s", "requestTimeout": "3s"}})
+            }
+        }
+    }
+
+    /// The store as the library sees it.
+    pub fn store_conf(&self) -> StoreConf {
+        let f =
+            manifold_ipam::settings::StoreFields::from_value(&self.store_fields(), "test").unwrap();
+        f.store().unwrap().unwrap()
+    }
+
+    /// Every key of an address space.
+    pub fn keys(&self, space: &str) -> Vec<Entry> {
+        let mut s = self.store_conf().open(space).unwrap();
+        let root = match self {
+            Backend::Local(_) => String::new(),
+            Backend::Etcd(_) => format!("/manifold/ipam/{space}/"),
+        };
+        let end = format!("{root}\u{7f}");
+        s.kv.scan((root, end), false).unwrap()
+    }
+
+    /// The address keys of a space, as "key suffix => record".
+    pub fn addresses(&self, space: &str) -> Vec<Entry> {
+        self.keys(space)
+            .into_iter()
+            .filter(|e| e.key.contains("addrs/"))
+            .collect()
+    }
+
+    /// The attachment keys of a space.
+    pub fn attachments(&self, space: &str) -> Vec<Entry> {
+        self.keys(space)
+            .into_iter()
+            .filter(|e| e.key.contains("attachments/"))
+            .collect()
+    }
+}
+
+pub use manifold_tests::Output;
+
+/// One call of the plugin: verb, attachment, extra environment.
+pub struct Call {
+    env: Vec<(String, String)>,
+}
+
+impl Call {
+    /// A call of `verb` for (container, ifname).
+    pub fn new(verb: &str, container: &str, ifname: &str) -> Self {
+        Call {
+            env: vec![
+                ("CNI_COMMAND".into(), verb.into()),
+                ("CNI_CONTAINERID".into(), container.into()),
+                ("CNI_IFNAME".into(), ifname.into()),
+                ("CNI_NETNS".into(), "/var/run/netns/test".into()),
+                ("CNI_PATH".into(), "/nonexistent".into()),
+                ("MANIFOLD_IPAM_CONFIG".into(), String::new()),
+            ],
+        }
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.retain(|(key, _)| key != k);
+        self.env.push((k.into(), v.into()));
+        self
+    }
+
+    /// Starts the plugin with `conf` on stdin, without waiting.
+    pub fn spawn(&self, conf: &Value) -> Child {
+        let mut child =
+            Command::new(PLUGIN.expect("the manifold-ipam binary (built with its tests)"))
+                .env_clear()
+                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start manifold-ipam");
+        let mut input = child.stdin.take().unwrap();
+        let _ = input.write_all(conf.to_string().as_bytes());
+        child
+    }
+
+    /// Runs the plugin with `conf` on stdin.
+    pub fn run(&self, conf: &Value) -> Output {
+        Output::from(self.spawn(conf).wait_with_output().unwrap())
+    }
+}
+
+/// A network config for `manifold-ipam` with `ipam` fields merged over the backend's store.
+pub fn conf(b: &Backend, ipam: Value) -> Value {
+    let mut i = b.store_fields();
+    i["type"] = json!("manifold-ipam");
+    i["nodeName"] = json!("node-a");
+    for (k, v) in ipam.as_object().unwrap() {
+        i[k] = v.clone();
+    }
+    json!({"cniVersion": "1.1.0", "name": "net1", "type": "macvlan", "ipam": i})
+}
+
+/// ADD for (container, "net1").
+pub fn add(c: &Value, container: &str) -> Output {
+    Call::new("ADD", container, "net1").run(c)
+}
+
+/// DEL for (container, "net1").
+pub fn del(c: &Value, container: &str) -> Output {
+    Call::new("DEL", container, "net1").run(c)
+}
+
+/// Checks the store's invariants and returns the committed attachments
+/// (container ID, ifname) with their addresses: every attachment committed
+/// with no lease, every address key held by an attachment that lists it,
+/// every listed address present.
+pub fn consistent_attachments(b: &Backend, space: &str) -> Vec<((String, String), Vec<String>)> {
+    use manifold_ipam::records::{AddressRecord, AttachmentRecord, State};
+    use std::collections::HashMap;
+    let keys = b.keys(space);
+    let mut addrs: HashMap<String, AddressRecord> = HashMap::new();
+    let mut atts = Vec::new();
+    for e in &keys {
+        if e.key.contains("/addrs/") || e.key.starts_with("addrs/") {
+            assert_eq!(e.lease, 0, "address key {} still has a lease", e.key);
+            addrs.insert(
+                e.key.clone(),
+                serde_json::from_value(e.value.clone()).unwrap(),
+            );
+        } else if e.key.contains("attachments/") {
+            assert_eq!(e.lease, 0, "attachment {} still has a lease", e.key);
+            let r: AttachmentRecord = serde_json::from_value(e.value.clone()).unwrap();
+            assert_eq!(r.state, State::Committed, "{}", e.key);
+            atts.push(r);
+        }
+    }
+    let mut listed = 0;
+    let mut out = Vec::new();
+    for a in &atts {
+        for ip in &a.addresses {
+            let holder = addrs
+                .iter()
+                .find(|(k, _)| k.ends_with(&hex_of(ip.addr())))
+                .unwrap_or_else(|| panic!("{ip} of {} has no address key", a.owner.container_id));
+            assert_eq!(holder.1.owner.container_id, a.owner.container_id);
+            assert_eq!(holder.1.owner.ifname, a.owner.ifname);
+            assert_eq!(holder.1.state, State::Committed);
+            listed += 1;
+        }
+        out.push((
+            (a.owner.container_id.clone(), a.owner.ifname.clone()),
+            a.addresses.iter().map(|n| n.addr().to_string()).collect(),
+        ));
+    }
+    assert_eq!(listed, addrs.len(), "address keys held by no attachment");
+    out
+}
+
+fn hex_of(ip: std::net::IpAddr) -> String {
+    use manifold_ipam::addr;
+    let f = addr::Family::of(ip);
+    format!("/{}/{}", f.tag(), addr::hex(f, addr::to_u128(ip)))
+}
+
+/// A small deterministic random source for the tests.
+pub struct TestRng(u64);
+
+impl TestRng {
+    /// Seeded.
+    pub fn new(seed: u64) -> Self {
+        TestRng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+#[allow(unused_macros)] // not every test binary runs the two-store suite
+/// Defines each named test function `fn(Backend)` twice: in `local_store` and in `etcd_store`.
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod local_store {
+            $( #[test] fn $name() { super::$name(super::Backend::local()) } )*
+        }
+        mod etcd_store {
+            $( #[test] fn $name() { super::$name(super::Backend::etcd()) } )*
+        }
+    };
+}
