@@ -1,6 +1,9 @@
 //! Runs the built plugin binaries exactly as a runtime does: `CNI_*`
 //! environment, config on stdin, result or error JSON on stdout.
-//! Used by the unprivileged tests here and by `netns-tests`.
+//! Used by the unprivileged tests here, by `netns-tests` and the IPAM tests;
+//! [`etcd`] runs a real etcd server for them and for `bench/`.
+
+pub mod etcd;
 
 use serde_json::Value;
 use std::io::Write;

@@ -15,7 +15,7 @@ fn conf(e: &Etcd, tls: Value) -> Value {
 
 #[test]
 fn tls_with_client_certificate_allocates_and_without_one_fails_with_code_11() {
-    let certs = Certs::new();
+    let certs = Certs::generate();
     let e = Etcd::start_tls(&certs);
     let full = json!({"ca": certs.path("ca.pem"), "cert": certs.path("client.pem"), "key": certs.path("client-key.pem")});
     let out = Call::new("ADD", "c1", "net1").run(&conf(&e, full));
