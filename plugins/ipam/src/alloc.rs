@@ -165,11 +165,17 @@ impl Allocator<'_> {
                 reads.push(Read::Get(self.keys.next_block(&id)));
                 reads.push(Read::Get(self.keys.pool(&owner.network, &id)));
             }
-            let mut results = self
-                .kv
-                .read(reads)?
-                .into_iter()
-                .map(|r| r.entries.into_iter().next());
+            // A new allocation needs a lease: ask for it with the first read. An
+            // idempotent ADD leaves it unused; holding no key, it just expires.
+            let answers = match lease {
+                Some(_) => self.kv.read(reads)?,
+                None => {
+                    let (answers, granted) = self.kv.read_and_grant(reads, lease_ttl)?;
+                    lease = Some(granted);
+                    answers
+                }
+            };
+            let mut results = answers.into_iter().map(|r| r.entries.into_iter().next());
             if let Some(e) = results.next().flatten() {
                 let rec: AttachmentRecord = decode(&e)?;
                 match rec.state {
@@ -203,10 +209,7 @@ impl Allocator<'_> {
                     }
                 }
             }
-            let lease_id = match lease {
-                Some(l) => l,
-                None => *lease.insert(self.kv.grant(lease_ttl)?),
-            };
+            let lease_id = lease.expect("granted with the first read");
             let mut chosen = Vec::new();
             let mut offset = 0;
             for (pool, want) in pools.iter().zip(&statics) {

@@ -178,21 +178,41 @@ fn read_op(r: &Read) -> TxnOp {
     }
 }
 
+/// The answers of a read-only transaction, one per read.
+fn read_results(resp: &etcd_client::TxnResponse) -> CniResult<Vec<ReadResult>> {
+    resp.op_responses()
+        .into_iter()
+        .map(|r| match r {
+            TxnOpResponse::Get(g) => Ok(ReadResult {
+                entries: g.kvs().iter().map(entry).collect::<CniResult<_>>()?,
+                count: g.count() as u64,
+            }),
+            _ => Ok(ReadResult::default()),
+        })
+        .collect()
+}
+
 impl Kv for EtcdKv {
     fn read(&mut self, reads: Vec<Read>) -> CniResult<Vec<ReadResult>> {
         let ops: Vec<TxnOp> = reads.iter().map(read_op).collect();
         let mut kv = self.client.kv_client();
         let resp = self.run("read", kv.txn(Txn::new().and_then(ops)))?;
-        resp.op_responses()
-            .into_iter()
-            .map(|r| match r {
-                TxnOpResponse::Get(g) => Ok(ReadResult {
-                    entries: g.kvs().iter().map(entry).collect::<CniResult<_>>()?,
-                    count: g.count() as u64,
-                }),
-                _ => Ok(ReadResult::default()),
-            })
-            .collect()
+        read_results(&resp)
+    }
+
+    fn read_and_grant(&mut self, reads: Vec<Read>, ttl: u64) -> CniResult<(Vec<ReadResult>, i64)> {
+        let ops: Vec<TxnOp> = reads.iter().map(read_op).collect();
+        let (mut kv, mut lease) = (self.client.kv_client(), self.client.lease_client());
+        // Both requests go out on the one HTTP/2 connection before either answer.
+        let (read, grant) = self.run("read and grant lease", async {
+            Ok(tokio::join!(
+                kv.txn(Txn::new().and_then(ops)),
+                lease.grant(ttl as i64, None)
+            ))
+        })?;
+        let read = read.map_err(|e| map_err(&self.endpoints, "read", e))?;
+        let grant = grant.map_err(|e| map_err(&self.endpoints, "grant lease", e))?;
+        Ok((read_results(&read)?, grant.id()))
     }
 
     fn txn(&mut self, cmps: Vec<Cmp>, writes: Vec<Write>) -> CniResult<Option<i64>> {

@@ -107,6 +107,13 @@ pub trait Kv {
     /// already has). Not calling it (on error) leaves the local store unchanged.
     fn finish(&mut self) -> CniResult<()>;
 
+    /// [`Kv::read`] and [`Kv::grant`] together; etcd sends both at once so
+    /// that a new allocation pays one round trip for them, not two.
+    fn read_and_grant(&mut self, reads: Vec<Read>, ttl: u64) -> CniResult<(Vec<ReadResult>, i64)> {
+        let r = self.read(reads)?;
+        Ok((r, self.grant(ttl)?))
+    }
+
     /// One key.
     fn get(&mut self, key: &str) -> CniResult<Option<Entry>> {
         Ok(self
