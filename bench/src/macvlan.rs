@@ -1,5 +1,6 @@
-//! manifold-macvlan against Debian's reference `macvlan`, both with the
-//! reference host-local IPAM, IPv4 and dual-stack (issue 2's targets).
+//! manifold-macvlan against Debian's reference `macvlan`, both configured with
+//! `ipam.type: host-local`, IPv4 and dual-stack (issue 2's targets). Ours runs
+//! host-local in-process (same files in `dataDir`); the reference execs it.
 
 use crate::measure::{cycles, ms, our_dir, print_rows, run, verdict, Netns, REFERENCE_DIR};
 use serde_json::{json, Value};
@@ -62,7 +63,7 @@ pub fn bench(n: usize) {
     });
     let _ = std::fs::remove_dir_all(&data_dir);
 
-    println!("== manifold-macvlan vs reference macvlan (both with reference host-local IPAM), {n} ADD+DEL cycles each, interleaved");
+    println!("== manifold-macvlan vs reference macvlan, both with `ipam.type: host-local` (ours in-process, the reference execs it), {n} ADD+DEL cycles each, interleaved");
     print_rows(&rows);
     println!();
     for pair in rows.chunks(2) {

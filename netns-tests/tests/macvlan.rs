@@ -123,6 +123,57 @@ fn same_config_as_reference_macvlan_gives_equivalent_result_and_namespace() {
     }
 }
 
+/// host-local runs in-process in manifold-macvlan and as a binary under the
+/// reference: in separate data dirs they give the same attachment; in one
+/// they share it without handing out an address twice.
+#[test]
+fn in_process_host_local_matches_the_reference_and_shares_its_data_dir() {
+    let t = Topology::new("mvh");
+    let ipam = |dir: &str| {
+        let mut i = t.host_local(
+            json!([[{"subnet": "10.81.0.0/24", "rangeStart": "10.81.0.20"}], [{"subnet": "fd81::/64"}]]),
+            json!([{"dst": "0.0.0.0/0"}, {"dst": "fd99::/48", "gw": "fd81::fe"}]),
+        );
+        i["dataDir"] = json!(t.dir.join(dir).display().to_string());
+        i
+    };
+    for v in ["0.3.1", "0.4.0", "1.0.0"] {
+        let mut c = conf(v, "manifold-macvlan", ipam(&format!("ours-{v}")));
+        c["mac"] = json!("0a:58:0a:51:00:05");
+        let mut rc = conf(v, "macvlan", ipam(&format!("theirs-{v}")));
+        rc["mac"] = c["mac"].clone();
+        let ours = t.attach_and_capture("manifold-macvlan", &c);
+        let theirs = t.attach_and_capture(&reference("macvlan"), &rc);
+        assert_eq!(ours, theirs, "differs from the reference in {v}");
+        assert_eq!(ours.result["ips"][0]["address"], "10.81.0.20/24");
+    }
+
+    let shared = ipam("shared");
+    let c = conf("1.0.0", "manifold-macvlan", shared.clone());
+    let rc = conf("1.0.0", "macvlan", shared);
+    let (p1, p2, p3) = (t.pod("mvhp1"), t.pod("mvhp2"), t.pod("mvhp3"));
+    let a = t.run("manifold-macvlan", "ADD", "h1", Some(&p1), "net1", &c);
+    let b = t.run(&reference("macvlan"), "ADD", "h2", Some(&p2), "net1", &rc);
+    let d = t.run("manifold-macvlan", "ADD", "h3", Some(&p3), "net1", &c);
+    assert_eq!(a.ips(), ["10.81.0.20/24", "fd81::2/64"]);
+    assert_eq!(b.ips(), ["10.81.0.21/24", "fd81::3/64"]);
+    assert_eq!(d.ips(), ["10.81.0.22/24", "fd81::4/64"]);
+    // Each releases what the other's IPAM reserved (DEL is by container and ifname).
+    for (plugin, id, pod, cc) in [
+        (reference("macvlan"), "h1", &p1, &rc),
+        ("manifold-macvlan".to_string(), "h2", &p2, &c),
+        (reference("macvlan"), "h3", &p3, &rc),
+    ] {
+        let r = t.run(&plugin, "DEL", id, Some(pod), "net1", cc);
+        assert_eq!(r.code, 0, "{plugin} DEL {id}: {r:?}");
+    }
+    assert!(
+        t.host_local_reservations().is_empty(),
+        "leaked: {:?}",
+        t.host_local_reservations()
+    );
+}
+
 #[test]
 fn mac_precedence_is_runtime_config_then_cni_args_then_config() {
     let t = Topology::new("mvm");

@@ -1,24 +1,50 @@
 //! IPAM delegation: the interface plugins run `ipam.type` with their own
-//! environment and stdin, changing only the verb.
+//! environment and stdin, changing only the verb. `host-local` runs
+//! in-process ([`hostlocal`]) unless `MANIFOLD_DELEGATE_HOST_LOCAL=1`.
 
 use crate::config::NetConf;
 use crate::delegate::{self, Invocation};
 use crate::env::{CniEnv, Command};
 use crate::error::{CniError, CniResult, ErrorCode};
+use crate::hostlocal::{self, HostLocal};
 use crate::result::NetworkResult;
 use crate::version::CniVersion;
 
 /// A configured IPAM plugin, bound to one call's environment and stdin.
 pub struct Ipam<'a> {
     plugin: &'a str,
+    conf: &'a NetConf,
     env: &'a CniEnv,
     stdin: &'a [u8],
+    in_process: bool,
 }
 
 impl<'a> Ipam<'a> {
     /// The IPAM of `conf`, or `None` when the config has no `ipam.type`.
     pub fn of(conf: &'a NetConf, env: &'a CniEnv, stdin: &'a [u8]) -> Option<Self> {
-        conf.ipam_plugin().map(|plugin| Ipam { plugin, env, stdin })
+        conf.ipam_plugin().map(|plugin| Ipam {
+            plugin,
+            conf,
+            env,
+            stdin,
+            in_process: plugin == hostlocal::PLUGIN && !hostlocal::delegation_requested(),
+        })
+    }
+
+    /// Runs a verb of the in-process host-local, its errors prefixed as a
+    /// delegate's are.
+    fn host_local<T>(
+        &self,
+        command: Command,
+        verb: impl FnOnce(&HostLocal) -> CniResult<T>,
+    ) -> CniResult<T> {
+        tracing::debug!(command = command.as_str(), "ipam: host-local in-process");
+        HostLocal::load(self.conf, self.env)
+            .and_then(|h| verb(&h))
+            .map_err(|e| {
+                e.context(format_args!("{} {}", self.plugin, command.as_str()))
+                    .context("ipam")
+            })
     }
 
     fn exec(&self, command: Command, stdin: &[u8]) -> CniResult<Option<serde_json::Value>> {
@@ -70,6 +96,9 @@ impl<'a> Ipam<'a> {
 
     /// ADD: allocates and returns at least one address.
     pub fn add(&self) -> CniResult<NetworkResult> {
+        if self.in_process {
+            return self.host_local(Command::Add, HostLocal::add);
+        }
         let v = self.run(Command::Add)?.ok_or_else(|| {
             CniError::new(
                 ErrorCode::Delegate,
@@ -88,26 +117,102 @@ impl<'a> Ipam<'a> {
 
     /// DEL: releases what ADD allocated (idempotent in every IPAM plugin).
     pub fn del(&self) -> CniResult<()> {
+        if self.in_process {
+            return self.host_local(Command::Del, HostLocal::del);
+        }
         self.run(Command::Del).map(drop)
     }
 
     /// CHECK.
     pub fn check(&self) -> CniResult<()> {
+        if self.in_process {
+            return self.host_local(Command::Check, HostLocal::check);
+        }
         self.run(Command::Check).map(drop)
     }
 
-    /// GC.
+    /// GC. The in-process host-local, like the reference, collects nothing.
     pub fn gc(&self) -> CniResult<()> {
+        if self.in_process {
+            return Ok(());
+        }
         self.run(Command::Gc).map(drop)
     }
 
-    /// STATUS.
+    /// STATUS. The in-process host-local, like the reference, is always ready.
     pub fn status(&self) -> CniResult<()> {
+        if self.in_process {
+            return Ok(());
+        }
         self.run(Command::Status).map(drop)
     }
 
-    /// Asks the plugin (VERSION) whether it speaks 1.1.0, which has GC and STATUS.
+    /// Whether the plugin speaks 1.1.0, which has GC and STATUS: asked with
+    /// VERSION, except of the in-process host-local, which does.
     pub fn speaks_gc_status(&self) -> CniResult<bool> {
+        if self.in_process {
+            return Ok(true);
+        }
         Ok(self.supported_versions()?.contains(&CniVersion::V1_1_0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::CniArgs;
+
+    fn env(path: &std::path::Path) -> CniEnv {
+        CniEnv {
+            command: Command::Add,
+            container_id: "c1".into(),
+            netns: None,
+            ifname: "eth0".into(),
+            args: CniArgs::default(),
+            path: vec![path.to_path_buf()],
+        }
+    }
+
+    #[test]
+    fn host_local_runs_in_process_without_cni_path() {
+        if hostlocal::delegation_requested() {
+            return; // the escape hatch is set in this environment
+        }
+        let dir = crate::hostlocal::tests::tempdir("ipam-of");
+        let raw = serde_json::json!({"cniVersion": "1.1.0", "name": "n", "type": "manifold-macvlan",
+            "ipam": {"type": "host-local", "subnet": "10.0.0.0/24", "dataDir": dir.display().to_string()}});
+        let conf = NetConf::from_value(raw.clone()).unwrap();
+        let stdin = raw.to_string();
+        let env = env(std::path::Path::new("/nonexistent"));
+        let ipam = Ipam::of(&conf, &env, stdin.as_bytes()).unwrap();
+        assert!(ipam.speaks_gc_status().unwrap());
+        let r = ipam.add().unwrap();
+        assert_eq!(r.ips[0].address.to_string(), "10.0.0.2/24");
+        let e = ipam.add().unwrap_err();
+        assert!(
+            e.msg
+                .starts_with("ipam: host-local ADD: failed to allocate for range 0"),
+            "{e}"
+        );
+        ipam.check().unwrap();
+        ipam.gc().unwrap();
+        ipam.status().unwrap();
+        ipam.del().unwrap();
+        assert!(ipam.check().is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn other_ipam_types_are_still_exec_d() {
+        let raw = serde_json::json!({"cniVersion": "1.0.0", "name": "n", "type": "manifold-macvlan",
+            "ipam": {"type": "static"}});
+        let conf = NetConf::from_value(raw.clone()).unwrap();
+        let stdin = raw.to_string();
+        let env = env(std::path::Path::new("/nonexistent"));
+        let e = Ipam::of(&conf, &env, stdin.as_bytes())
+            .unwrap()
+            .add()
+            .unwrap_err();
+        assert!(e.msg.contains("not found in CNI_PATH"), "{e}");
     }
 }

@@ -3,7 +3,7 @@
 //! Protocol: [`version`], [`error`], [`env`], [`args`], [`config`], [`result`],
 //! [`dispatch`] (the verb dispatcher every `main` calls).
 //! Operating system: [`netns`], [`netlink`], [`sysctl`], [`ipconfig`], [`mac`].
-//! Plugins calling plugins: [`delegate`], [`ipam`]. Stacked-link plugins: [`child_link`]. Diagnostics: [`logging`].
+//! Plugins calling plugins: [`delegate`], [`ipam`] (in-process for host-local: [`hostlocal`]). Stacked-link plugins: [`child_link`]. Diagnostics: [`logging`].
 
 pub mod args;
 pub mod child_link;
@@ -12,6 +12,7 @@ pub mod delegate;
 pub mod dispatch;
 pub mod env;
 pub mod error;
+pub mod hostlocal;
 pub mod ipam;
 pub mod ipconfig;
 pub mod logging;
