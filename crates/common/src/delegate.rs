@@ -107,6 +107,26 @@ fn tail(bytes: &[u8]) -> String {
     s[start..].to_string()
 }
 
+/// Spawns `cmd`, retrying briefly while the binary is busy (ETXTBSY): it is
+/// still open for writing somewhere, e.g. an installer replacing it, or a
+/// process forked while it was being written and not yet exec'd.
+fn spawn_retrying_busy(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        match cmd.spawn() {
+            Err(e)
+                if e.raw_os_error() == Some(nix::errno::Errno::ETXTBSY as i32)
+                    && attempt < ATTEMPTS =>
+            {
+                std::thread::sleep(Duration::from_millis(20 * u64::from(attempt)));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs a delegate and returns its parsed stdout (`None` when it printed nothing,
 /// as DEL, CHECK, GC and STATUS do). A delegate's CNI error is relayed with its
 /// own code, its message prefixed with the plugin name.
@@ -126,8 +146,8 @@ pub fn exec(inv: &Invocation) -> CniResult<Option<serde_json::Value>> {
         .unwrap_or_default();
     let path =
         std::env::join_paths(&inv.env.path).map_err(|e| CniError::env(format!("CNI_PATH: {e}")))?;
-    let mut child = std::process::Command::new(&bin)
-        .env("CNI_COMMAND", inv.command.as_str())
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.env("CNI_COMMAND", inv.command.as_str())
         .env("CNI_CONTAINERID", &inv.env.container_id)
         .env("CNI_NETNS", netns)
         .env("CNI_IFNAME", &inv.env.ifname)
@@ -135,8 +155,8 @@ pub fn exec(inv: &Invocation) -> CniResult<Option<serde_json::Value>> {
         .env("CNI_PATH", path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
+        .stderr(Stdio::piped());
+    let mut child = spawn_retrying_busy(&mut cmd)
         .map_err(|e| CniError::new(ErrorCode::Delegate, format!("start {}: {e}", bin.display())))?;
     let mut stdin = child.stdin.take().expect("stdin is piped");
     // A delegate that exits without reading stdin closes the pipe: not our error.

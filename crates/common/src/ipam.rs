@@ -70,6 +70,10 @@ impl<'a> Ipam<'a> {
                 let mut conf: serde_json::Value = serde_json::from_slice(self.stdin)
                     .map_err(|d| CniError::new(ErrorCode::Decode, d.to_string()))?;
                 conf["cniVersion"] = version.as_str().into();
+                // A prevResult (CHECK, chained DEL) must be in that version's shape too.
+                if let Some(prev) = conf.get("prevResult").filter(|p| !p.is_null()) {
+                    conf["prevResult"] = NetworkResult::from_value(prev)?.to_value(version);
+                }
                 tracing::debug!(plugin = self.plugin, %version, "ipam: retrying in an older version");
                 self.exec(command, conf.to_string().as_bytes())
             }
@@ -162,6 +166,9 @@ mod tests {
     use super::*;
     use crate::args::CniArgs;
 
+    /// Debian's reference plugins.
+    const REFERENCE_DIR: &str = "/usr/lib/cni";
+
     fn env(path: &std::path::Path) -> CniEnv {
         CniEnv {
             command: Command::Add,
@@ -214,5 +221,24 @@ mod tests {
             .add()
             .unwrap_err();
         assert!(e.msg.contains("not found in CNI_PATH"), "{e}");
+    }
+
+    /// The reference `static` stops at 1.0.0: a 1.1.0 CHECK is retried in
+    /// 1.0.0 with its prevResult converted too (a 1.1.0-shaped prevResult
+    /// under "cniVersion": "1.0.0" would be refused).
+    #[test]
+    fn retry_in_an_older_version_converts_the_prev_result() {
+        let raw = serde_json::json!({"cniVersion": "1.1.0", "name": "n", "type": "manifold-macvlan",
+            "ipam": {"type": "static", "addresses": [{"address": "10.1.2.3/24"}]},
+            "prevResult": {"cniVersion": "1.1.0",
+                "interfaces": [{"name": "eth0", "sandbox": "/var/run/netns/x"}],
+                "ips": [{"address": "10.1.2.3/24", "interface": 0}]}});
+        let conf = NetConf::from_value(raw.clone()).unwrap();
+        let stdin = raw.to_string();
+        let mut env = env(std::path::Path::new(REFERENCE_DIR));
+        env.command = Command::Check;
+        env.netns = Some("/var/run/netns/x".into());
+        let ipam = Ipam::of(&conf, &env, stdin.as_bytes()).unwrap();
+        ipam.check().unwrap();
     }
 }
