@@ -7,10 +7,12 @@ packages=(
   iproute2 iputils-ping procps kmod             # namespaces, links, ping
   containernetworking-plugins                   # reference plugins: peers, delegates, IPAM
   qemu-system-x86 busybox-static linux-image-amd64  # full-kernel VM lane (ipvlan, vlan, dummy)
+  linux-source-6.1 linux-headers-amd64 make gcc  # netdevsim built out of tree for the VM lane
   python3                                       # demo table formatting
   protobuf-compiler libprotobuf-dev             # etcd-client build (protoc + well-known types)
   etcd-server                                   # real etcd for manifold-ipam tests
   openssl                                       # TLS certificates for the etcd TLS tests
+  containerd runc                               # real CRI runtime for the containerd lane
 )
 
 missing=()

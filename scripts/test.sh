@@ -34,7 +34,7 @@ vm_script=target/vm-tests.sh
     echo "\"$b\" --ignored --test-threads=1 vm_"
   done
 } > "$vm_script"
-netns-tests/vm/run-in-vm --timeout 1500 -- bash "$vm_script" 2>&1 | tee target/vm-tests.log
+netns-tests/vm/run-in-vm --timeout 1500 --with-netdevsim -- bash "$vm_script" 2>&1 | tee target/vm-tests.log
 
 step "summary"
 python3 - target/host-tests.log target/vm-tests.log <<'PY'

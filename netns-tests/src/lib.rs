@@ -2,6 +2,8 @@
 //! are deleted even when a test panics, veth wiring, and namespace snapshots
 //! for "nothing changed" assertions.
 
+pub mod containerd;
+pub mod meta;
 pub mod topology;
 
 use serde_json::Value;
@@ -187,4 +189,21 @@ pub fn snapshot(ns: &TestNetns) -> String {
         }
     }
     out
+}
+
+/// Runs `f` on a new thread that has entered `ns` (network namespace only),
+/// so that every process and thread it starts lives there; a panic in `f`
+/// is the caller's panic.
+pub fn in_netns<T: Send>(ns: &TestNetns, f: impl FnOnce() -> T + Send) -> T {
+    let path = ns.path();
+    std::thread::scope(|s| {
+        let h = s.spawn(move || {
+            let file = std::fs::File::open(&path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("setns {}: {e}", path.display()));
+            f()
+        });
+        h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }

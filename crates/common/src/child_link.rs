@@ -85,6 +85,20 @@ impl LinkConf {
     }
 }
 
+/// The MAC a call asks for, in the reference plugins' precedence:
+/// `runtimeConfig.mac`, else `CNI_ARGS MAC=`, else the config's own `mac`.
+pub fn requested_mac(call: &Call, configured: Option<&str>) -> CniResult<Option<Mac>> {
+    call.conf
+        .runtime_config
+        .mac
+        .as_deref()
+        .or(call.env.args.get("MAC"))
+        .or(configured)
+        .filter(|s| !s.is_empty())
+        .map(parse_unicast_mac)
+        .transpose()
+}
+
 /// Parses a MAC an interface can take (unicast, not all zeros).
 pub fn parse_unicast_mac(s: &str) -> CniResult<Mac> {
     let mac: Mac = s.parse()?;
@@ -113,12 +127,7 @@ pub struct Namespaces {
 impl Namespaces {
     /// Opens the pod netns and the sockets an ADD or CHECK needs.
     pub fn open(call: &Call, link_in_container: bool) -> CniResult<Self> {
-        let path = call
-            .env
-            .netns
-            .as_deref()
-            .ok_or_else(|| CniError::env("CNI_NETNS is not set"))?;
-        let pod = NetNs::open(path)?;
+        let pod = NetNs::of_call(&call.env)?;
         let pod_nl = Netlink::open_in(&pod).context("open netlink in pod netns")?;
         let master_nl = if link_in_container {
             Netlink::open_in(&pod).context("open netlink in pod netns")?

@@ -12,8 +12,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoIpVlan, InfoKind, InfoMacVlan, IpVlanMode, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage, MacVlanMode,
+    InfoData, InfoIpVlan, InfoKind, InfoMacVlan, IpVlanMode, LinkAttribute, LinkExtentMask,
+    LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric,
@@ -297,6 +297,32 @@ impl Netlink {
         }
     }
 
+    /// The raw link message of the link named `name`, if it exists; with
+    /// `vf_info` the kernel includes its SR-IOV VF list (`RTEXT_FILTER_VF`).
+    pub fn link_message_by_name(
+        &mut self,
+        name: &str,
+        vf_info: bool,
+    ) -> CniResult<Option<LinkMessage>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        if vf_info {
+            msg.attributes
+                .push(LinkAttribute::ExtMask(vec![LinkExtentMask::Vf]));
+        }
+        match self.request(RouteNetlinkMessage::GetLink(msg), 0)? {
+            Ok(replies) => Ok(replies.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(l),
+                _ => None,
+            })),
+            Err(Refused(errno)) if errno == libc_errno::ENODEV => Ok(None),
+            Err(Refused(errno)) => Err(CniError::kernel(format!(
+                "look up link {name:?}: {}",
+                refused_msg(errno)
+            ))),
+        }
+    }
+
     /// The link named `name`, if it exists.
     pub fn link_by_name(&mut self, name: &str) -> CniResult<Option<Link>> {
         let mut msg = LinkMessage::default();
@@ -392,7 +418,10 @@ impl Netlink {
         }
     }
 
-    fn set_link(
+    /// Sends one `RTM_SETLINK` for link `index`, built by `edit` (`what` names
+    /// the change in errors): for link attributes no dedicated method covers,
+    /// such as a PF's VF settings.
+    pub fn set_link(
         &mut self,
         index: u32,
         what: &str,
@@ -420,6 +449,14 @@ impl Netlink {
     pub fn set_up(&mut self, index: u32) -> CniResult<()> {
         self.set_link(index, "set up", |m| {
             m.header.flags = LinkFlags::Up;
+            m.header.change_mask = LinkFlags::Up;
+        })
+    }
+
+    /// Sets a link administratively down.
+    pub fn set_down(&mut self, index: u32) -> CniResult<()> {
+        self.set_link(index, "set down", |m| {
+            m.header.flags = LinkFlags::empty();
             m.header.change_mask = LinkFlags::Up;
         })
     }
@@ -589,6 +626,46 @@ impl Netlink {
         .map(drop)
     }
 
+    /// Deletes a route as [`Netlink::routes`] listed it; `false` if it was already gone.
+    pub fn delete_route(&mut self, route: &RouteEntry) -> CniResult<bool> {
+        let mut msg = RouteMessage::default();
+        let v6 = route.dst.map(|d| d.addr().is_ipv6()).unwrap_or(route.v6);
+        msg.header.address_family = if v6 {
+            AddressFamily::Inet6
+        } else {
+            AddressFamily::Inet
+        };
+        msg.header.destination_prefix_length = route.dst.map(|d| d.prefix_len()).unwrap_or(0);
+        msg.header.table = u8::try_from(route.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+        msg.header.scope = RouteScope::from(route.scope);
+        msg.attributes.push(RouteAttribute::Table(route.table));
+        if let Some(d) = route.dst {
+            msg.attributes
+                .push(RouteAttribute::Destination(route_addr(d.network())));
+        }
+        if let Some(gw) = route.gw {
+            msg.attributes.push(RouteAttribute::Gateway(route_addr(gw)));
+        }
+        if let Some(oif) = route.oif {
+            msg.attributes.push(RouteAttribute::Oif(oif));
+        }
+        if let Some(p) = route.priority {
+            msg.attributes.push(RouteAttribute::Priority(p));
+        }
+        match self.request(RouteNetlinkMessage::DelRoute(msg), NLM_F_ACK)? {
+            Ok(_) => Ok(true),
+            Err(Refused(errno)) if errno == libc_errno::ESRCH => Ok(false),
+            Err(Refused(errno)) => Err(CniError::kernel(format!(
+                "delete route {}: {}",
+                route
+                    .dst
+                    .map(|d| d.to_string())
+                    .unwrap_or_else(|| "default".into()),
+                refused_msg(errno)
+            ))),
+        }
+    }
+
     /// The output link of the main table's default route, IPv4 first.
     pub fn default_route_link(&mut self) -> CniResult<Option<u32>> {
         let routes = self.routes()?;
@@ -606,6 +683,7 @@ impl Netlink {
 
 /// errno values we treat specially (stable Linux numbers).
 mod libc_errno {
+    pub const ESRCH: i32 = 3;
     pub const ENODEV: i32 = 19;
 }
 

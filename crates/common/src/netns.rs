@@ -20,6 +20,15 @@ pub struct NetNs {
 }
 
 impl NetNs {
+    /// Opens the call's `CNI_NETNS` (code 4 when it is not set).
+    pub fn of_call(env: &crate::env::CniEnv) -> CniResult<Self> {
+        let path = env
+            .netns
+            .as_deref()
+            .ok_or_else(|| CniError::env("CNI_NETNS is not set"))?;
+        Self::open(path)
+    }
+
     /// Opens the namespace at `path`; a missing path or one that is not a
     /// namespace is "unknown container" (code 3).
     pub fn open(path: &Path) -> CniResult<Self> {

@@ -1,6 +1,6 @@
 //! `manifold-macvlan` configuration: the reference macvlan plugin's fields.
 
-use manifold_common::child_link::{parse_unicast_mac, LinkConf};
+use manifold_common::child_link::{requested_mac, LinkConf};
 use manifold_common::dispatch::Call;
 use manifold_common::mac::Mac;
 use manifold_common::netlink::MacvlanMode;
@@ -38,16 +38,7 @@ impl MacvlanConf {
     pub fn load(call: &Call) -> CniResult<Self> {
         let w: Wire = call.conf.plugin_fields()?;
         call.env.args.check_known(&ARGS)?;
-        let mac = call
-            .conf
-            .runtime_config
-            .mac
-            .as_deref()
-            .or(call.env.args.get("MAC"))
-            .or(w.mac.as_deref())
-            .filter(|s| !s.is_empty())
-            .map(parse_unicast_mac)
-            .transpose()?;
+        let mac = requested_mac(call, w.mac.as_deref())?;
         Ok(MacvlanConf {
             link: LinkConf::load(&call.conf)?,
             mode: w.mode.as_deref().unwrap_or("bridge").parse()?,
