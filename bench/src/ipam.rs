@@ -213,6 +213,7 @@ fn parallel(
                                 netns,
                                 ifname: "net1",
                                 cni_path,
+                                args: "",
                             },
                             &c,
                         );
@@ -250,6 +251,7 @@ fn parallel(
                     netns,
                     ifname: "net1",
                     cni_path,
+                    args: "",
                 },
                 &c,
             );

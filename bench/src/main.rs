@@ -3,11 +3,12 @@
 //! environment and stdin as a runtime makes it. Prints medians, ratios, peak
 //! RSS (the plugin process's own, from `wait4`) and the issues' targets.
 //!
-//! Usage (root): `cargo build --release --bins && target/release/manifold-bench [macvlan|ipam|all] [--cycles N]`.
+//! Usage (root): `cargo build --release --bins && target/release/manifold-bench [macvlan|ipam|meta|all] [--cycles N]`.
 
 mod ipam;
 mod macvlan;
 mod measure;
+mod meta;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,13 +34,16 @@ fn main() {
     match which {
         "macvlan" => macvlan::bench(cycles),
         "ipam" => ipam::bench(cycles),
+        "meta" => meta::bench(cycles),
         "all" => {
             macvlan::bench(cycles);
             println!();
             ipam::bench(cycles);
+            println!();
+            meta::bench(cycles);
         }
         other => {
-            eprintln!("unknown benchmark {other:?}: macvlan, ipam or all");
+            eprintln!("unknown benchmark {other:?}: macvlan, ipam, meta or all");
             std::process::exit(2);
         }
     }

@@ -77,6 +77,8 @@ pub struct Invocation<'a> {
     pub ifname: &'a str,
     /// CNI_PATH.
     pub cni_path: &'a str,
+    /// CNI_ARGS.
+    pub args: &'a str,
 }
 
 /// One measured plugin process.
@@ -101,6 +103,7 @@ pub fn exec(inv: &Invocation, conf: &[u8]) -> Sample {
         .env("CNI_NETNS", inv.netns)
         .env("CNI_IFNAME", inv.ifname)
         .env("CNI_PATH", inv.cni_path)
+        .env("CNI_ARGS", inv.args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -210,6 +213,7 @@ pub fn cycles(
                 netns,
                 ifname: "net1",
                 cni_path,
+                args: "",
             };
             let a = exec(&inv("ADD"), conf);
             let d = exec(&inv("DEL"), conf);

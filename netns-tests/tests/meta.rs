@@ -304,9 +304,10 @@ fn macvlan_default_with_text_annotation_and_default_route_moved_to_an_extra() {
     assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
 }
 
-#[test]
-fn failure_of_the_fourth_extra_rolls_everything_back() {
-    let lab = MetaLab::new("mfmr");
+/// Runs the failing-4th-extra scenario with `parallelDelegates` as given and
+/// returns the interfaces whose DEL the rollback ran, in order.
+fn fourth_extra_fails(tag: &str, parallel: bool) -> Vec<String> {
+    let lab = MetaLab::new(tag);
     lab.default_networks();
     lab.extra_networks();
     // Allocates from manifold-ipam, then fails: its route's gateway is not on-link.
@@ -315,9 +316,9 @@ fn failure_of_the_fourth_extra_rolls_everything_back() {
     let bad =
         json!({"cniVersion": "1.0.0", "type": "manifold-macvlan", "master": "mfu5", "ipam": ipam});
     lab.nad(POD_NS, "ext-bad", Some(&bad), "yaml");
-    let conf = lab.manifold_conf("podnet", json!({}));
+    let conf = lab.manifold_conf("podnet", json!({"parallelDelegates": parallel}));
     let before = lab.t.host_snapshot();
-    let pod = lab.t.pod("mfmr1");
+    let pod = lab.t.pod(&format!("{tag}1"));
     let pod_before = snapshot(&pod);
     let out = lab.add(&conf, "rb", &pod, "ext-a, ext-b, ext-c, ext-bad, ext-d");
     assert_eq!(out.error_code(), 100, "{out:?}");
@@ -332,13 +333,29 @@ fn failure_of_the_fourth_extra_rolls_everything_back() {
     // The delegates did run (and were undone): the log shows the rollback.
     let log = std::fs::read_to_string(lab.t.dir.join("manifold.log")).unwrap();
     assert!(log.contains("rolling back"), "{log}");
-    // Every attachment made, the failed one included, was deleted in reverse order.
-    let dels: Vec<&str> = log
-        .lines()
+    log.lines()
         .filter(|l| l.contains("delegate DEL"))
-        .map(|l| l.split("ifname=").nth(1).unwrap_or("").trim())
-        .collect();
-    assert_eq!(dels, ["net4", "net3", "net2", "net1", "eth0"], "{log}");
+        .map(|l| l.split("ifname=").nth(1).unwrap_or("").trim().to_string())
+        .collect()
+}
+
+#[test]
+fn failure_of_the_fourth_extra_rolls_everything_back() {
+    // Delegates ran concurrently: all six were made (the 5th too), and all,
+    // the failed one included, are deleted one by one in reverse order.
+    assert_eq!(
+        fourth_extra_fails("mfmr", true),
+        ["net5", "net4", "net3", "net2", "net1", "eth0"]
+    );
+}
+
+#[test]
+fn sequential_delegates_stop_at_the_failure_and_roll_back_in_reverse() {
+    // parallelDelegates false (Multus' way): the 5th never ran.
+    assert_eq!(
+        fourth_extra_fails("mfms", false),
+        ["net4", "net3", "net2", "net1", "eth0"]
+    );
 }
 
 #[test]

@@ -55,6 +55,9 @@ pub struct ManifoldConf {
     pub readiness_indicator_file: Option<PathBuf>,
     /// Most extra attachments per pod.
     pub max_attachments: usize,
+    /// Run the attachments' delegates concurrently (default) or one after
+    /// another (`"parallelDelegates": false`, Multus' way).
+    pub parallel_delegates: bool,
 }
 
 #[derive(Deserialize)]
@@ -104,6 +107,8 @@ struct Wire {
     readiness_indicator_file: Option<String>,
     #[serde(rename = "maxAttachments", default)]
     max_attachments: Option<usize>,
+    #[serde(rename = "parallelDelegates", default)]
+    parallel_delegates: Option<bool>,
 }
 
 fn absolute(field: &str, s: Option<String>) -> CniResult<Option<PathBuf>> {
@@ -185,6 +190,7 @@ impl ManifoldConf {
                 w.readiness_indicator_file,
             )?,
             max_attachments,
+            parallel_delegates: w.parallel_delegates.unwrap_or(true),
         })
     }
 

@@ -108,15 +108,27 @@ impl<'a> Ctx<'a> {
         Ok(pod.annotations)
     }
 
-    /// Deletes attachments in reverse order; returns those whose DEL failed
-    /// (in their original order) and the first error.
-    fn delete_all(&self, atts: &[Attachment]) -> (Vec<Attachment>, Option<CniError>) {
+    /// Deletes attachments (concurrently, or in reverse order when
+    /// `sequential`); returns those whose DEL failed (in their original
+    /// order) and the first error.
+    fn delete_all(
+        &self,
+        atts: &[Attachment],
+        sequential: bool,
+    ) -> (Vec<Attachment>, Option<CniError>) {
         let runner = self.runner();
+        let outcomes: Vec<CniResult<()>> = if sequential {
+            let mut out: Vec<_> = atts.iter().rev().map(|a| runner.del(a)).collect();
+            out.reverse();
+            out
+        } else {
+            concurrently(atts, |a| runner.del(a))
+        };
         let mut failed = Vec::new();
         let mut first = None;
-        for att in atts.iter().rev() {
-            if let Err(e) = runner.del(att) {
-                failed.insert(0, att.clone());
+        for (att, outcome) in atts.iter().zip(outcomes) {
+            if let Err(e) = outcome {
+                failed.push(att.clone());
                 first.get_or_insert(
                     e.context(format!("network {:?} ({})", att.network, att.ifname)),
                 );
@@ -125,9 +137,44 @@ impl<'a> Ctx<'a> {
         (failed, first)
     }
 
+    /// ADD of every attachment: concurrently, or in order stopping at the
+    /// first failure. Returns the attachments that ran (with their results)
+    /// and the first error, in attachment order.
+    fn add_all(&self, atts: &mut Vec<Attachment>) -> Option<CniError> {
+        let runner = self.runner();
+        let outcomes: Vec<CniResult<Value>> = if self.conf.parallel_delegates {
+            concurrently(atts, |a| runner.add(a))
+        } else {
+            let mut out = Vec::new();
+            for a in atts.iter() {
+                let r = runner.add(a);
+                let failed = r.is_err();
+                out.push(r);
+                if failed {
+                    break;
+                }
+            }
+            // Those after a failure never ran: nothing to undo.
+            atts.truncate(out.len());
+            out
+        };
+        let mut first = None;
+        for (att, outcome) in atts.iter_mut().zip(outcomes) {
+            match outcome {
+                Ok(r) => att.result = Some(r),
+                Err(e) => {
+                    first.get_or_insert(
+                        e.context(format!("network {:?} ({})", att.network, att.ifname)),
+                    );
+                }
+            }
+        }
+        first
+    }
+
     /// Deletes what `state` holds and forgets it, or keeps what could not be deleted.
-    fn forget(&self, lock: Lock, mut state: State) -> CniResult<()> {
-        let (failed, err) = self.delete_all(&state.attachments);
+    fn forget(&self, lock: Lock, mut state: State, sequential: bool) -> CniResult<()> {
+        let (failed, err) = self.delete_all(&state.attachments, sequential);
         match err {
             None => self.cache.remove(lock, &state.container_id),
             Some(e) => {
@@ -180,7 +227,7 @@ impl<'a> Ctx<'a> {
         let lock = self.cache.lock(id)?;
         if let Some(stale) = self.cache.load(id)? {
             tracing::warn!(container = %id, "ADD: removing the attachments of an earlier ADD first");
-            let (failed, err) = self.delete_all(&stale.attachments);
+            let (failed, err) = self.delete_all(&stale.attachments, !self.conf.parallel_delegates);
             if let Some(e) = err {
                 self.cache.store(
                     &lock,
@@ -199,19 +246,12 @@ impl<'a> Ctx<'a> {
             attachments: Vec::new(),
             network_status: None,
         };
-        let runner = self.runner();
-        for att in planned {
-            // Recorded before the delegate runs: a call killed mid-way is still cleaned up by DEL.
-            state.attachments.push(att);
-            self.cache.store(&lock, &state)?;
-            let att = state.attachments.last_mut().expect("just pushed");
-            match runner.add(att) {
-                Ok(r) => att.result = Some(r),
-                Err(e) => {
-                    let e = e.context(format!("network {:?} ({})", att.network, att.ifname));
-                    return Err(self.rollback(lock, state, e));
-                }
-            }
+        // Recorded before any delegate runs: a call killed mid-way is still
+        // cleaned up by DEL (a DEL of an attachment never made is harmless).
+        state.attachments = planned;
+        self.cache.store(&lock, &state)?;
+        if let Some(e) = self.add_all(&mut state.attachments) {
+            return Err(self.rollback(lock, state, e));
         }
         if let Err(e) = default_route::apply(std::path::Path::new(&netns), &mut state.attachments) {
             return Err(self.rollback(lock, state, e));
@@ -234,10 +274,11 @@ impl<'a> Ctx<'a> {
         Ok(merged)
     }
 
-    /// Undoes a failed ADD: every attachment made so far, in reverse order.
+    /// Undoes a failed ADD: every attachment made so far, the failed one
+    /// included, one after another in reverse order.
     fn rollback(&self, lock: Lock, state: State, cause: CniError) -> CniError {
         tracing::warn!(error = %cause, "ADD failed: rolling back");
-        if let Err(e) = self.forget(lock, state) {
+        if let Err(e) = self.forget(lock, state, true) {
             tracing::error!(error = %e, "rollback incomplete; a later DEL retries it");
             return cause.with_details(format!("rollback incomplete: {e}"));
         }
@@ -248,7 +289,7 @@ impl<'a> Ctx<'a> {
         let id = &self.call.env.container_id;
         let lock = self.cache.lock(id)?;
         match self.cache.load(id)? {
-            Some(state) => self.forget(lock, state),
+            Some(state) => self.forget(lock, state, !self.conf.parallel_delegates),
             None => {
                 tracing::debug!(container = %id, "DEL: nothing cached");
                 self.cache.remove(lock, id)
@@ -315,7 +356,7 @@ impl<'a> Ctx<'a> {
                 env,
                 cache: Cache::new(&self.conf.cni_dir),
             };
-            if let Err(e) = ctx.forget(lock, state) {
+            if let Err(e) = ctx.forget(lock, state, !self.conf.parallel_delegates) {
                 first_err.get_or_insert(e);
             }
         }
@@ -372,4 +413,19 @@ impl Plugin for Manifold {
     fn status(&self, call: &Call) -> CniResult<()> {
         Ctx::new(call)?.status()
     }
+}
+
+/// Runs `f` on every attachment at once, one thread each (a delegate mostly
+/// waits on the kernel, a store or its own start-up), results in order.
+fn concurrently<T: Send>(
+    atts: &[Attachment],
+    f: impl Fn(&Attachment) -> CniResult<T> + Sync,
+) -> Vec<CniResult<T>> {
+    std::thread::scope(|s| {
+        let running: Vec<_> = atts.iter().map(|a| s.spawn(|| f(a))).collect();
+        running
+            .into_iter()
+            .map(|t| t.join().expect("a delegate thread panicked"))
+            .collect()
+    })
 }
