@@ -722,8 +722,22 @@ fn gc_releases_vfs_of_stale_attachments_and_status_reports_ready() {
 
 #[test]
 fn as_a_delegate_of_the_meta_plugin_next_to_a_default_network_and_a_macvlan() {
+    through_the_meta_plugin("sfm", false);
+}
+
+/// The VF comes from the NAD's `k8s.v1.cni.cncf.io/resourceName` and the
+/// device kubelet's checkpoint lists for the pod (`K8S_POD_UID`), as a device
+/// plugin hands it out; the selection names no deviceID.
+#[test]
+fn the_meta_plugin_takes_the_vf_from_the_kubelet_checkpoint_by_resource_name() {
+    through_the_meta_plugin("sfr", true);
+}
+
+/// Default network + a VF + a macvlan through `manifold`; the VF named by
+/// the selection's deviceID, or (`by_resource`) found by resource name.
+fn through_the_meta_plugin(tag: &str, by_resource: bool) {
     use manifold_netns_tests::meta::{result_addrs, MetaLab, POD_NS, UNDERLAYS};
-    let lab = MetaLab::new("sfm");
+    let lab = MetaLab::new(tag);
     lab.default_networks();
     let fake = Fake::build(&lab.t, 1, 0, false);
     fake.seed_pf(0, seeded_original());
@@ -735,16 +749,49 @@ fn as_a_delegate_of_the_meta_plugin_next_to_a_default_network_and_a_macvlan() {
     );
     vf_net.as_object_mut().unwrap().remove("deviceID");
     lab.nad(POD_NS, "sriov-a", Some(&vf_net), "json");
+    let checkpoint = lab.t.dir.join("kubelet_internal_checkpoint");
+    if by_resource {
+        let nad = lab
+            .conf_dir
+            .join("attachments")
+            .join(POD_NS)
+            .join("sriov-a.json");
+        let mut obj: Value = serde_json::from_str(&std::fs::read_to_string(&nad).unwrap()).unwrap();
+        obj["metadata"]["annotations"] =
+            json!({"k8s.v1.cni.cncf.io/resourceName": "example.com/vf"});
+        std::fs::write(&nad, obj.to_string()).unwrap();
+        std::fs::write(
+            &checkpoint,
+            json!({"Data": {"PodDeviceEntries": [
+                {"PodUID": "other-pod", "ContainerName": "c", "ResourceName": "example.com/vf",
+                 "DeviceIDs": {"0": ["0000:00:00.9"]}},
+                {"PodUID": "uid-sfm", "ContainerName": "c", "ResourceName": "example.com/vf",
+                 "DeviceIDs": {"0": [vf_pci(0)]}}], "RegisteredDevices": {}}, "Checksum": 0})
+            .to_string(),
+        )
+        .unwrap();
+    }
     let mv = json!({"cniVersion": "1.0.0", "type": "manifold-macvlan", "master": UNDERLAYS[0], "mode": "bridge",
                     "ipam": lab.host_local("10.82.1.0/24", "fd82:1::/64", false)});
     lab.nad(POD_NS, "mv-a", Some(&mv), "json");
-    let conf = lab.manifold_conf("podnet", json!({}));
+    let conf = lab.manifold_conf(
+        "podnet",
+        json!({"kubeletCheckpoint": checkpoint.display().to_string()}),
+    );
     let (before, pf_before) = (running_snapshot(&lab.t), fake.pf_states());
-    let pod = lab.t.pod("sfmp");
-    let networks =
-        json!([{"name": "sriov-a", "deviceID": vf_pci(0)}, {"name": "mv-a"}]).to_string();
+    let pod = lab.t.pod(&format!("{tag}p"));
+    let networks = if by_resource {
+        json!([{"name": "sriov-a"}, {"name": "mv-a"}]).to_string()
+    } else {
+        json!([{"name": "sriov-a", "deviceID": vf_pci(0)}, {"name": "mv-a"}]).to_string()
+    };
     let run = |verb: &str, conf: &Value, pod: Option<&TestNetns>| {
-        let mut call = lab.call(verb, "sfmc", pod, "sfmp");
+        let mut call = lab.call(verb, "sfmc", pod, "sfmp").env(
+            "CNI_ARGS",
+            &format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={POD_NS};K8S_POD_NAME=sfmp;K8S_POD_UID=uid-sfm"
+            ),
+        );
         for (k, v) in fake.env() {
             call = call.env(k, &v);
         }

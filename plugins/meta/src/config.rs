@@ -58,6 +58,8 @@ pub struct ManifoldConf {
     /// Run the attachments' delegates concurrently (default) or one after
     /// another (`"parallelDelegates": false`, Multus' way).
     pub parallel_delegates: bool,
+    /// Kubelet's device-manager checkpoint, for NADs with a `resourceName`.
+    pub kubelet_checkpoint: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -109,6 +111,8 @@ struct Wire {
     max_attachments: Option<usize>,
     #[serde(rename = "parallelDelegates", default)]
     parallel_delegates: Option<bool>,
+    #[serde(rename = "kubeletCheckpoint", default)]
+    kubelet_checkpoint: Option<String>,
 }
 
 fn absolute(field: &str, s: Option<String>) -> CniResult<Option<PathBuf>> {
@@ -191,6 +195,8 @@ impl ManifoldConf {
             )?,
             max_attachments,
             parallel_delegates: w.parallel_delegates.unwrap_or(true),
+            kubelet_checkpoint: absolute("kubeletCheckpoint", w.kubelet_checkpoint)?
+                .unwrap_or_else(|| PathBuf::from(crate::devices::DEFAULT_CHECKPOINT)),
         })
     }
 

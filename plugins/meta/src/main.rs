@@ -6,6 +6,7 @@ mod cache;
 mod config;
 mod default_route;
 mod delegate;
+mod devices;
 mod nad;
 mod names;
 mod plan;

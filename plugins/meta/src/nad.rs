@@ -19,6 +19,8 @@ pub struct Network {
     pub config: Value,
     /// Its parsed form.
     pub list: NetConfList,
+    /// The device resource its NAD asks for (`k8s.v1.cni.cncf.io/resourceName`).
+    pub resource_name: Option<String>,
 }
 
 impl Network {
@@ -33,7 +35,12 @@ impl Network {
             config["name"] = Value::from(default_name);
         }
         let list = NetConfList::from_value(&config).with_context(|| format!("network {key:?}"))?;
-        Ok(Network { key, config, list })
+        Ok(Network {
+            key,
+            config,
+            list,
+            resource_name: None,
+        })
     }
 }
 
@@ -141,7 +148,14 @@ impl Sources<'_> {
                 ))
             })?,
         };
-        Network::from_config(key.to_string(), config, name)
+        let mut net = Network::from_config(key.to_string(), config, name)?;
+        net.resource_name = obj
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(crate::devices::RESOURCE_NAME_ANNOTATION))
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+            .map(String::from);
+        Ok(net)
     }
 
     /// The conf or conflist in `confDir` (`*.conf`, `*.conflist`, `*.json`)

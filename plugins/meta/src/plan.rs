@@ -2,6 +2,7 @@
 //! resolved and checked before anything is changed (every refusal is code 7).
 
 use crate::config::{ClusterNetwork, ManifoldConf};
+use crate::devices::{set_device_id, PodDevices};
 use crate::nad::{self, read_conf_file, Network, Sources};
 use crate::names;
 use crate::selection::{self, Selection};
@@ -57,6 +58,8 @@ pub struct Inputs<'a> {
     pub annotations: &'a BTreeMap<String, String>,
     /// The runtime's `CNI_IFNAME` (the default network's interface).
     pub ifname: &'a str,
+    /// The pod's UID (`K8S_POD_UID`), for devices kubelet allocated to it.
+    pub pod_uid: Option<&'a str>,
     /// The runtime's runtimeConfig (goes to the default network).
     pub runtime_config: Map<String, Value>,
 }
@@ -192,6 +195,7 @@ pub fn build(i: &Inputs) -> CniResult<Vec<Attachment>> {
     }
 
     let mut ifnames: HashSet<String> = HashSet::from([i.ifname.to_string()]);
+    let mut devices: Option<PodDevices> = None;
     for (idx, (sel, origin)) in wanted.into_iter().enumerate() {
         let ns = sel.namespace.as_deref().expect("namespace resolved above");
         let reference = format!("{ns}/{}", sel.name);
@@ -211,10 +215,31 @@ pub fn build(i: &Inputs) -> CniResult<Vec<Attachment>> {
         }
         let rc = sel.capabilities();
         check_capabilities(&net, &rc)?;
+        let mut config = net.config;
+        if let (Some(resource), None) = (&net.resource_name, &sel.device_id) {
+            if devices.is_none() {
+                let uid = i.pod_uid.filter(|u| !u.is_empty()).ok_or_else(|| {
+                    CniError::config(format!(
+                        "{origin}: network {reference} needs a device of {resource:?}, but the runtime sent no K8S_POD_UID to find the pod's devices"
+                    ))
+                })?;
+                devices = Some(PodDevices::load(&conf.kubelet_checkpoint, uid)?);
+            }
+            let id = devices
+                .as_mut()
+                .and_then(|d| d.take(resource))
+                .ok_or_else(|| {
+                    CniError::config(format!(
+                        "{origin}: network {reference} needs a device of {resource:?}, and kubelet allocated none (left) to this pod ({}): request the resource in the pod spec",
+                        conf.kubelet_checkpoint.display()
+                    ))
+                })?;
+            set_device_id(&mut config, &id);
+        }
         plan.push(Attachment {
             network: net.key,
             ifname,
-            config: net.config,
+            config,
             runtime_config: rc,
             cni_args: sel.cni_args,
             default: false,
@@ -323,6 +348,7 @@ mod tests {
         let rc = json!({"portMappings": [{"hostPort": 80, "containerPort": 8080}],
                         "io.kubernetes.cri.pod-annotations": {}});
         build(&Inputs {
+            pod_uid: None,
             conf: &c,
             sources: &sources,
             pod: Some(&pod),
@@ -395,6 +421,7 @@ mod tests {
             "alt".to_string(),
         )]);
         let p = build(&Inputs {
+            pod_uid: None,
             conf: &c,
             sources: &sources,
             pod: Some(&pod),
@@ -405,6 +432,78 @@ mod tests {
         .unwrap();
         assert_eq!(p.len(), 1);
         assert_eq!(p[0].network, "kube-system/alt");
+    }
+
+    /// NADs naming a device resource get the pod's devices from kubelet's
+    /// checkpoint, one each in order; an explicit `deviceID` wins.
+    #[test]
+    fn resource_name_takes_the_pods_devices_from_the_kubelet_checkpoint() {
+        let d = setup("res");
+        for name in ["vf-a", "vf-b"] {
+            let dir = d.0.join("attachments").join("ns1");
+            let obj = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": name, "namespace": "ns1",
+                             "annotations": {"k8s.v1.cni.cncf.io/resourceName": "intel.com/vf"}},
+                "spec": {"config": json!({"cniVersion": "1.0.0", "type": "sriov",
+                    "capabilities": {"deviceID": true}}).to_string()}});
+            std::fs::write(dir.join(format!("{name}.json")), obj.to_string()).unwrap();
+        }
+        let ckpt = d.0.join("checkpoint");
+        std::fs::write(
+            &ckpt,
+            json!({"Data": {"PodDeviceEntries": [
+                {"PodUID": "uid-1", "ContainerName": "c", "ResourceName": "intel.com/vf",
+                 "DeviceIDs": {"0": ["0000:03:02.1", "0000:03:02.2"]}}]}})
+            .to_string(),
+        )
+        .unwrap();
+        let c = conf(
+            &d.0,
+            json!({"kubeletCheckpoint": ckpt.display().to_string()}),
+        );
+        let sources = Sources {
+            conf_dir: &d.0,
+            api: None,
+        };
+        let pod = PodRef {
+            namespace: "ns1".into(),
+            name: "p".into(),
+        };
+        let build_with = |networks: &str, uid: Option<&str>| {
+            let ann = BTreeMap::from([(
+                selection::NETWORKS_ANNOTATION.to_string(),
+                networks.to_string(),
+            )]);
+            build(&Inputs {
+                pod_uid: uid,
+                conf: &c,
+                sources: &sources,
+                pod: Some(&pod),
+                annotations: &ann,
+                ifname: "eth0",
+                runtime_config: Map::new(),
+            })
+        };
+        let p = build_with("vf-a, vf-b", Some("uid-1")).unwrap();
+        assert_eq!(p[1].config["deviceID"], "0000:03:02.1");
+        assert_eq!(p[2].config["deviceID"], "0000:03:02.2");
+        let p = build_with(
+            r#"[{"name": "vf-a", "deviceID": "0000:03:02.2"}, {"name": "vf-b"}]"#,
+            Some("uid-1"),
+        )
+        .unwrap();
+        assert!(p[1].config.get("deviceID").is_none());
+        assert_eq!(p[1].runtime_config["deviceID"], "0000:03:02.2");
+        assert_eq!(p[2].config["deviceID"], "0000:03:02.1");
+        for (networks, uid, says) in [
+            ("vf-a, vf-b, vf-a@net9", Some("uid-1"), "allocated none"),
+            ("vf-a", Some("uid-2"), "allocated none"),
+            ("vf-a", None, "K8S_POD_UID"),
+        ] {
+            let e = build_with(networks, uid).unwrap_err();
+            assert_eq!(e.code, manifold_common::ErrorCode::InvalidConfig, "{e}");
+            assert!(e.msg.contains(says), "{e}");
+        }
     }
 
     /// The examples in conf/manifold stay valid: the runtime's conflist, the
@@ -438,6 +537,7 @@ mod tests {
             name: "du-0".into(),
         };
         let p = build(&Inputs {
+            pod_uid: None,
             conf: &c,
             sources: &sources,
             pod: Some(&podref),

@@ -220,6 +220,7 @@ impl<'a> Ctx<'a> {
             pod: pod.as_ref(),
             annotations: &annotations,
             ifname: &self.call.env.ifname,
+            pod_uid: self.call.env.args.get("K8S_POD_UID"),
             runtime_config,
         })?;
 
