@@ -23,6 +23,7 @@ fn main() {
         .filter(|a| !a.starts_with("--"))
         .map(String::as_str)
         .unwrap_or("all");
+    measure::sweep_stale_namespaces();
     println!(
         "manifold-bench {} on {} cores, {}",
         which,

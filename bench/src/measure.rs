@@ -40,6 +40,30 @@ impl Drop for Netns {
     }
 }
 
+/// Deletes namespaces an earlier benchmark left when it failed (release
+/// builds abort on panic, so no Drop runs): `mfb` names whose process is gone.
+pub fn sweep_stale_namespaces() {
+    for e in std::fs::read_dir("/var/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(rest) = name.strip_prefix("mfb") else {
+            continue;
+        };
+        let pid: String = rest
+            .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if !pid.is_empty() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", &name]).status();
+            eprintln!("removed namespace {name} left by an earlier run");
+        }
+    }
+}
+
 /// Runs a set-up command, panicking if it fails.
 pub fn run(args: &[&str]) {
     let st = Command::new(args[0])

@@ -4,6 +4,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -47,7 +48,8 @@ fn free_port() -> u16 {
 }
 
 /// A real etcd (Debian's /usr/bin/etcd) on loopback random ports with a
-/// temporary data directory; killed on drop.
+/// temporary data directory; killed on drop, and by the kernel when the
+/// thread that started it ends (so an aborted run leaves no server behind).
 pub struct Etcd {
     child: Option<Child>,
     /// Client URL.
@@ -186,6 +188,15 @@ impl Etcd {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let log = std::fs::File::create(self.dir.0.join("etcd.log")).unwrap();
         let mut cmd = Command::new("/usr/bin/etcd");
+        // SAFETY: only an async-signal-safe prctl between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Dies with the thread that started it, also when that thread's
+                // process is killed or aborts (no Drop runs then).
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+                    .map_err(std::io::Error::from)
+            });
+        }
         if let Some(c) = &self.tls {
             cmd.arg("--cert-file")
                 .arg(c.join("server.pem"))
