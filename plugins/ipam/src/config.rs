@@ -311,6 +311,27 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
+    /// The example in conf/ stays valid: dual-stack, exclusions, etcd with TLS.
+    #[test]
+    fn shipped_example_parses() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../conf/macvlan-manifold-ipam-etcd.conflist"
+        );
+        let list: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut plugin = list["plugins"][0].clone();
+        plugin["cniVersion"] = list["cniVersion"].clone();
+        plugin["name"] = list["name"].clone();
+        let conf = NetConf::from_value(plugin).unwrap();
+        let c = IpamConf::parse(&conf, &StoreFields::default()).unwrap();
+        assert_eq!(c.network, "ran-fronthaul");
+        assert_eq!(c.pools.len(), 2);
+        assert!(c.pools[0].ranges[0]
+            .is_allocatable(crate::addr::to_u128("10.40.0.16".parse().unwrap())));
+        assert!(!c.pools[0].ranges[0]
+            .is_allocatable(crate::addr::to_u128("10.40.0.5".parse().unwrap())));
+    }
+
     fn parse(ipam: Value) -> CniResult<IpamConf> {
         let mut ipam = ipam;
         ipam["type"] = json!("manifold-ipam");

@@ -46,3 +46,32 @@ impl IpvlanConf {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use manifold_common::config::NetConf;
+    use manifold_common::env::CniEnv;
+
+    /// The example in conf/ stays valid.
+    #[test]
+    fn shipped_example_loads() {
+        let stdin = include_bytes!("../../../conf/ipvlan-l3.conf").to_vec();
+        let env = CniEnv::from_lookup(|k| match k {
+            "CNI_COMMAND" => Some("ADD".into()),
+            "CNI_CONTAINERID" => Some("c1".into()),
+            "CNI_IFNAME" => Some("net1".into()),
+            "CNI_NETNS" => Some("/var/run/netns/x".into()),
+            _ => None,
+        })
+        .unwrap();
+        let call = Call {
+            env,
+            conf: NetConf::parse(&stdin).unwrap(),
+            stdin,
+        };
+        let c = IpvlanConf::load(&call).unwrap();
+        assert_eq!(c.mode, IpvlanMode::L3);
+        assert_eq!(c.link.master.as_deref(), Some("eth1"));
+    }
+}

@@ -47,3 +47,40 @@ impl MacvlanConf {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use manifold_common::config::{NetConf, NetConfList};
+    use manifold_common::env::CniEnv;
+
+    /// The example in conf/ stays valid (as its conflist hands it to the plugin).
+    #[test]
+    fn shipped_example_loads() {
+        let list: serde_json::Value =
+            serde_json::from_str(include_str!("../../../conf/macvlan-host-local.conflist"))
+                .unwrap();
+        let list = NetConfList::from_value(&list).unwrap();
+        let stdin = list
+            .plugin_config(0, None, &Default::default())
+            .to_string()
+            .into_bytes();
+        let env = CniEnv::from_lookup(|k| match k {
+            "CNI_COMMAND" => Some("ADD".into()),
+            "CNI_CONTAINERID" => Some("c1".into()),
+            "CNI_IFNAME" => Some("net1".into()),
+            "CNI_NETNS" => Some("/var/run/netns/x".into()),
+            _ => None,
+        })
+        .unwrap();
+        let call = Call {
+            env,
+            conf: NetConf::parse(&stdin).unwrap(),
+            stdin,
+        };
+        let c = MacvlanConf::load(&call).unwrap();
+        assert_eq!(c.mode, MacvlanMode::Bridge);
+        assert_eq!(c.link.master.as_deref(), Some("eth1"));
+        assert_eq!(call.conf.ipam_plugin(), Some("host-local"));
+    }
+}
