@@ -272,6 +272,33 @@ pub fn address(
     Ok(result)
 }
 
+/// ADD's common part: creates `new` in the pod as `CNI_IFNAME` and gives it
+/// its addresses (see [`address`]); if that fails the link is removed again.
+/// `what` names the link in errors ("macvlan on master \"eth1\"").
+pub fn attach(
+    call: &Call,
+    ns: &mut Namespaces,
+    new: NewLink<'_>,
+    what: &str,
+    use_prev_result: bool,
+    opts: &IfaceOptions,
+) -> CniResult<NetworkResult> {
+    let link = create_in_pod(ns, new, &call.env.ifname).map_err(|e| e.context(what))?;
+    address(call, ns, &link, use_prev_result, opts).inspect_err(|_| rollback_link(ns, &link))
+}
+
+/// CHECK of a link's mode: `found` (what the kernel reports) must be `want`.
+pub fn expect_mode(kind: &str, link: &Link, found: Option<&str>, want: &str) -> CniResult<()> {
+    match found {
+        Some(m) if m == want => Ok(()),
+        found => Err(fail(format!(
+            "{kind} {:?} is in mode {}, config says {want}",
+            link.name,
+            found.unwrap_or("unknown"),
+        ))),
+    }
+}
+
 /// Deletes the link a failed ADD created; errors are logged, not returned,
 /// so the original failure is what the runtime sees.
 pub fn rollback_link(ns: &mut Namespaces, link: &Link) {

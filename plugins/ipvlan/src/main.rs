@@ -27,13 +27,8 @@ impl Plugin for Ipvlan {
             mtu: conf.link.mtu,
             mac: None,
         };
-        let link = child_link::create_in_pod(&mut ns, new, &call.env.ifname)
-            .map_err(|e| e.context(format!("ipvlan on master {:?}", master.name)))?;
-        child_link::address(call, &mut ns, &link, true, &conf.link.iface_options()).inspect_err(
-            |_| {
-                child_link::rollback_link(&mut ns, &link);
-            },
-        )
+        let what = format!("ipvlan on master {:?}", master.name);
+        child_link::attach(call, &mut ns, new, &what, true, &conf.link.iface_options())
     }
 
     fn del(&self, call: &Call) -> CniResult<()> {
@@ -43,15 +38,8 @@ impl Plugin for Ipvlan {
     fn check(&self, call: &Call) -> CniResult<()> {
         let conf = IpvlanConf::load(call)?;
         child_link::check(call, KIND, conf.link.link_in_container, |link| {
-            match link.ipvlan_mode {
-                Some(m) if m == conf.mode => Ok(()),
-                found => Err(child_link::fail(format!(
-                    "ipvlan {:?} is in mode {}, config says {}",
-                    link.name,
-                    found.map(|m| m.as_str()).unwrap_or("unknown"),
-                    conf.mode.as_str()
-                ))),
-            }
+            let found = link.ipvlan_mode.map(|m| m.as_str());
+            child_link::expect_mode(KIND, link, found, conf.mode.as_str())
         })
     }
 

@@ -30,13 +30,8 @@ impl Plugin for Macvlan {
             mtu: conf.link.mtu,
             mac: conf.mac,
         };
-        let link = child_link::create_in_pod(&mut ns, new, &call.env.ifname)
-            .map_err(|e| e.context(format!("macvlan on master {:?}", master.name)))?;
-        child_link::address(call, &mut ns, &link, false, &conf.link.iface_options()).inspect_err(
-            |_| {
-                child_link::rollback_link(&mut ns, &link);
-            },
-        )
+        let what = format!("macvlan on master {:?}", master.name);
+        child_link::attach(call, &mut ns, new, &what, false, &conf.link.iface_options())
     }
 
     fn del(&self, call: &Call) -> CniResult<()> {
@@ -46,15 +41,8 @@ impl Plugin for Macvlan {
     fn check(&self, call: &Call) -> CniResult<()> {
         let conf = MacvlanConf::load(call)?;
         child_link::check(call, KIND, conf.link.link_in_container, |link| {
-            match link.macvlan_mode {
-                Some(m) if m == conf.mode => Ok(()),
-                found => Err(child_link::fail(format!(
-                    "macvlan {:?} is in mode {}, config says {}",
-                    link.name,
-                    found.map(|m| m.as_str()).unwrap_or("unknown"),
-                    conf.mode.as_str()
-                ))),
-            }
+            let found = link.macvlan_mode.map(|m| m.as_str());
+            child_link::expect_mode(KIND, link, found, conf.mode.as_str())
         })
     }
 
