@@ -192,31 +192,38 @@ fn parallel(
 ) -> (f64, usize, i64) {
     let fields = json!({"range": "10.230.0.0/22", "enable_overlapping_ranges": false,
                         "network_name": "parallel"});
+    // The config of node `node` and one call of it.
+    let node_conf = |node: usize| {
+        conf(
+            "parallel",
+            ours(store, &format!("node-{node}"), fields.clone()),
+        )
+        .to_string()
+        .into_bytes()
+    };
+    let call = |verb: &str, node: usize, i: usize, c: &[u8]| {
+        let id = format!("par-{node}-{i}");
+        let inv = Invocation {
+            bin: plugin,
+            verb,
+            container: &id,
+            netns,
+            ifname: "net1",
+            cni_path,
+            args: "",
+        };
+        exec(&inv, c)
+    };
     let start = Instant::now();
     let results: Vec<(Vec<String>, i64)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..8)
             .map(|node| {
-                let fields = fields.clone();
                 s.spawn(move || {
-                    let c = conf("parallel", ours(store, &format!("node-{node}"), fields))
-                        .to_string()
-                        .into_bytes();
+                    let c = node_conf(node);
                     let mut got = Vec::new();
                     let mut rss = 0;
                     for i in 0..per_node {
-                        let id = format!("par-{node}-{i}");
-                        let sample = exec(
-                            &Invocation {
-                                bin: plugin,
-                                verb: "ADD",
-                                container: &id,
-                                netns,
-                                ifname: "net1",
-                                cni_path,
-                                args: "",
-                            },
-                            &c,
-                        );
+                        let sample = call("ADD", node, i, &c);
                         let r: Value = serde_json::from_slice(&sample.stdout).expect("result");
                         got.push(r["ips"][0]["address"].as_str().expect("ip").to_string());
                         rss = rss.max(sample.max_rss_kb);
@@ -235,26 +242,9 @@ fn parallel(
     let unique: HashSet<&&String> = all.iter().collect();
     let rss = results.iter().map(|(_, r)| *r).max().unwrap_or(0);
     for node in 0..8 {
-        let c = conf(
-            "parallel",
-            ours(store, &format!("node-{node}"), fields.clone()),
-        )
-        .to_string()
-        .into_bytes();
+        let c = node_conf(node);
         for i in 0..per_node {
-            let id = format!("par-{node}-{i}");
-            exec(
-                &Invocation {
-                    bin: plugin,
-                    verb: "DEL",
-                    container: &id,
-                    netns,
-                    ifname: "net1",
-                    cni_path,
-                    args: "",
-                },
-                &c,
-            );
+            call("DEL", node, i, &c);
         }
     }
     (

@@ -8,7 +8,7 @@ pub mod etcd;
 use serde_json::Value;
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 /// The directory holding the workspace's built binaries (`target/<profile>`),
 /// found from the test executable's own path (`target/<profile>/deps/...`).
@@ -125,6 +125,16 @@ impl Call {
         }
     }
 
+    /// A call of the binary at `path` with no environment set yet (not even
+    /// `CNI_PATH`): for plugins built outside `target/<profile>` lookups.
+    pub fn at(path: &str) -> Self {
+        Call {
+            plugin: PathBuf::from(path),
+            env: Vec::new(),
+            wrapper: Vec::new(),
+        }
+    }
+
     /// Sets an environment variable.
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.retain(|(key, _)| key != k);
@@ -149,8 +159,9 @@ impl Call {
         self
     }
 
-    /// Runs it with `stdin` and collects the output.
-    pub fn run(&self, stdin: &[u8]) -> Output {
+    /// Starts it with `stdin` (written on a thread: a plugin may exit before
+    /// reading a huge input) without waiting for it.
+    pub fn spawn(&self, stdin: &[u8]) -> (Child, std::thread::JoinHandle<()>) {
         let (prog, args): (PathBuf, Vec<String>) = match self.wrapper.split_first() {
             Some((w, rest)) => {
                 let mut a = rest.to_vec();
@@ -171,10 +182,15 @@ impl Call {
             .unwrap_or_else(|e| panic!("start {}: {e}", prog.display()));
         let mut input = child.stdin.take().expect("piped stdin");
         let data = stdin.to_vec();
-        // Write on a thread: a plugin may exit before reading a huge input.
         let writer = std::thread::spawn(move || {
             let _ = input.write_all(&data);
         });
+        (child, writer)
+    }
+
+    /// Runs it with `stdin` and collects the output.
+    pub fn run(&self, stdin: &[u8]) -> Output {
+        let (child, writer) = self.spawn(stdin);
         let out = child.wait_with_output().expect("wait for plugin");
         let _ = writer.join();
         Output::from(out)

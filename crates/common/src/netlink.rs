@@ -561,41 +561,18 @@ impl Netlink {
     /// Adds a route (an existing identical one is an error; one with another
     /// next hop is kept beside it).
     pub fn add_route(&mut self, route: &RouteEntry) -> CniResult<()> {
-        let mut msg = RouteMessage::default();
-        let v6 = route.dst.map(|d| d.addr().is_ipv6()).unwrap_or(route.v6);
-        msg.header.address_family = if v6 {
-            AddressFamily::Inet6
-        } else {
-            AddressFamily::Inet
-        };
-        msg.header.destination_prefix_length = route.dst.map(|d| d.prefix_len()).unwrap_or(0);
-        msg.header.protocol = RouteProtocol::from(if route.protocol == 0 {
-            RTPROT_BOOT
-        } else {
-            route.protocol
-        });
-        msg.header.scope = RouteScope::from(route.scope);
-        msg.header.kind = RouteType::Unicast;
         let table = if route.table == 0 {
             RT_TABLE_MAIN
         } else {
             route.table
         };
-        msg.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
-        msg.attributes.push(RouteAttribute::Table(table));
-        if let Some(d) = route.dst {
-            msg.attributes
-                .push(RouteAttribute::Destination(route_addr(d.network())));
-        }
-        if let Some(gw) = route.gw {
-            msg.attributes.push(RouteAttribute::Gateway(route_addr(gw)));
-        }
-        if let Some(oif) = route.oif {
-            msg.attributes.push(RouteAttribute::Oif(oif));
-        }
-        if let Some(p) = route.priority {
-            msg.attributes.push(RouteAttribute::Priority(p));
-        }
+        let mut msg = route_message(route, table);
+        msg.header.protocol = RouteProtocol::from(if route.protocol == 0 {
+            RTPROT_BOOT
+        } else {
+            route.protocol
+        });
+        msg.header.kind = RouteType::Unicast;
         let mut metrics = Vec::new();
         if let Some(m) = route.mtu {
             metrics.push(RouteMetric::Mtu(m));
@@ -628,30 +605,7 @@ impl Netlink {
 
     /// Deletes a route as [`Netlink::routes`] listed it; `false` if it was already gone.
     pub fn delete_route(&mut self, route: &RouteEntry) -> CniResult<bool> {
-        let mut msg = RouteMessage::default();
-        let v6 = route.dst.map(|d| d.addr().is_ipv6()).unwrap_or(route.v6);
-        msg.header.address_family = if v6 {
-            AddressFamily::Inet6
-        } else {
-            AddressFamily::Inet
-        };
-        msg.header.destination_prefix_length = route.dst.map(|d| d.prefix_len()).unwrap_or(0);
-        msg.header.table = u8::try_from(route.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
-        msg.header.scope = RouteScope::from(route.scope);
-        msg.attributes.push(RouteAttribute::Table(route.table));
-        if let Some(d) = route.dst {
-            msg.attributes
-                .push(RouteAttribute::Destination(route_addr(d.network())));
-        }
-        if let Some(gw) = route.gw {
-            msg.attributes.push(RouteAttribute::Gateway(route_addr(gw)));
-        }
-        if let Some(oif) = route.oif {
-            msg.attributes.push(RouteAttribute::Oif(oif));
-        }
-        if let Some(p) = route.priority {
-            msg.attributes.push(RouteAttribute::Priority(p));
-        }
+        let msg = route_message(route, route.table);
         match self.request(RouteNetlinkMessage::DelRoute(msg), NLM_F_ACK)? {
             Ok(_) => Ok(true),
             Err(Refused(errno)) if errno == libc_errno::ESRCH => Ok(false),
@@ -679,6 +633,36 @@ impl Netlink {
         };
         Ok(default(false).or_else(|| default(true)))
     }
+}
+
+/// What identifies `route` in table `table` (family, destination, gateway,
+/// output link, priority, scope): the part of a message adding or deleting it.
+fn route_message(route: &RouteEntry, table: u32) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    let v6 = route.dst.map(|d| d.addr().is_ipv6()).unwrap_or(route.v6);
+    msg.header.address_family = if v6 {
+        AddressFamily::Inet6
+    } else {
+        AddressFamily::Inet
+    };
+    msg.header.destination_prefix_length = route.dst.map(|d| d.prefix_len()).unwrap_or(0);
+    msg.header.table = u8::try_from(table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+    msg.header.scope = RouteScope::from(route.scope);
+    msg.attributes.push(RouteAttribute::Table(table));
+    if let Some(d) = route.dst {
+        msg.attributes
+            .push(RouteAttribute::Destination(route_addr(d.network())));
+    }
+    if let Some(gw) = route.gw {
+        msg.attributes.push(RouteAttribute::Gateway(route_addr(gw)));
+    }
+    if let Some(oif) = route.oif {
+        msg.attributes.push(RouteAttribute::Oif(oif));
+    }
+    if let Some(p) = route.priority {
+        msg.attributes.push(RouteAttribute::Priority(p));
+    }
+    msg
 }
 
 /// errno values we treat specially (stable Linux numbers).

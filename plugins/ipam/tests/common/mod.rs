@@ -6,8 +6,7 @@
 use manifold_ipam::kv::Entry;
 use manifold_ipam::store::StoreConf;
 use serde_json::{json, Value};
-use std::io::Write as _;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 
 /// The plugin binary under test (set by cargo for the manifold-ipam package's
 /// tests; other packages that include this module drive the plugin in-process).
@@ -83,52 +82,33 @@ impl Backend {
 pub use manifold_tests::Output;
 
 /// One call of the plugin: verb, attachment, extra environment.
-pub struct Call {
-    env: Vec<(String, String)>,
-}
+pub struct Call(manifold_tests::Call);
 
 impl Call {
-    /// A call of `verb` for (container, ifname).
+    /// A call of `verb` for (container, ifname), with no node-wide IPAM file.
     pub fn new(verb: &str, container: &str, ifname: &str) -> Self {
-        Call {
-            env: vec![
-                ("CNI_COMMAND".into(), verb.into()),
-                ("CNI_CONTAINERID".into(), container.into()),
-                ("CNI_IFNAME".into(), ifname.into()),
-                ("CNI_NETNS".into(), "/var/run/netns/test".into()),
-                ("CNI_PATH".into(), "/nonexistent".into()),
-                ("MANIFOLD_IPAM_CONFIG".into(), String::new()),
-            ],
-        }
+        let plugin = PLUGIN.expect("the manifold-ipam binary (built with its tests)");
+        Call(
+            manifold_tests::Call::at(plugin)
+                .verb(verb, container, "/var/run/netns/test", ifname)
+                .env("CNI_PATH", "/nonexistent")
+                .env("MANIFOLD_IPAM_CONFIG", ""),
+        )
     }
 
     /// Sets an environment variable.
-    pub fn env(mut self, k: &str, v: &str) -> Self {
-        self.env.retain(|(key, _)| key != k);
-        self.env.push((k.into(), v.into()));
-        self
+    pub fn env(self, k: &str, v: &str) -> Self {
+        Call(self.0.env(k, v))
     }
 
     /// Starts the plugin with `conf` on stdin, without waiting.
     pub fn spawn(&self, conf: &Value) -> Child {
-        let mut child =
-            Command::new(PLUGIN.expect("the manifold-ipam binary (built with its tests)"))
-                .env_clear()
-                .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-                .envs(self.env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start manifold-ipam");
-        let mut input = child.stdin.take().unwrap();
-        let _ = input.write_all(conf.to_string().as_bytes());
-        child
+        self.0.spawn(conf.to_string().as_bytes()).0
     }
 
     /// Runs the plugin with `conf` on stdin.
     pub fn run(&self, conf: &Value) -> Output {
-        Output::from(self.spawn(conf).wait_with_output().unwrap())
+        self.0.run(conf.to_string().as_bytes())
     }
 }
 
