@@ -36,7 +36,7 @@ pub fn bench(n: usize) {
     let plugin = dir.join("manifold-ipam");
     let cni_path = format!("{}:{REFERENCE_DIR}", dir.display());
     let etcd = Etcd::start();
-    let etcd_store = json!({"etcd": {"endpoints": [etcd.url]}});
+    let etcd_store = json!({"etcd": {"endpoints": [etcd.url], "cacheDir": etcd.node_cache_dir()}});
     let local = TempDir::new("bench-local");
     let local_store = json!({"dataDir": local.0});
     let hl = TempDir::new("bench-host-local");

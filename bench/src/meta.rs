@@ -60,7 +60,7 @@ pub fn bench(n: usize) {
         s.spawn(|| {
             host.enter();
             let etcd = Etcd::start();
-            let ours = manifold(&dir, &cni_path, &pod.path(), &scratch.0, &etcd.url, n);
+            let ours = manifold(&dir, &cni_path, &pod.path(), &scratch.0, &etcd, n);
             let hl = scratch.0.join("host-local");
             let v4 = reference(&cni_path, &pod.path(), &hl, false, n);
             let dual = reference(&cni_path, &pod.path(), &hl, true, n.clamp(1, 3));
@@ -120,8 +120,9 @@ pub fn bench(n: usize) {
 }
 
 /// `manifold-ipam` on etcd, dual-stack, one /16 and one /64 per network.
-fn ipam(etcd: &str, i: usize, default_route: bool) -> Value {
-    let mut v = json!({"type": "manifold-ipam", "etcd": {"endpoints": [etcd]}, "nodeName": "bench",
+fn ipam(etcd: &Etcd, i: usize, default_route: bool) -> Value {
+    let mut v = json!({"type": "manifold-ipam", "nodeName": "bench",
+        "etcd": {"endpoints": [etcd.url], "cacheDir": etcd.node_cache_dir()},
         "ipRanges": [{"range": format!("10.{}.0.0/16", 240 + i)}, {"range": format!("fd24:{i}::/64")}]});
     if default_route {
         // IPv4 only: the reference bridge cannot route ::/0 via a gateway
@@ -137,7 +138,7 @@ fn manifold(
     cni_path: &str,
     netns: &str,
     scratch: &Path,
-    etcd: &str,
+    etcd: &Etcd,
     n: usize,
 ) -> Measured {
     let conf_dir = scratch.join("conf");

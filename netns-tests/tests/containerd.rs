@@ -207,12 +207,13 @@ fn subnets(k: usize) -> (ipnet::IpNet, ipnet::IpNet) {
 }
 
 /// A dual-stack manifold-ipam section for network `k` on the lab's etcd.
-fn ipam(etcd: &str, k: usize) -> Value {
+fn ipam(etcd: &manifold_tests::etcd::Etcd, k: usize) -> Value {
     let (v4, v6) = subnets(k);
     json!({
         "type": "manifold-ipam",
         "ranges": [[{"subnet": v4.to_string(), "gateway": format!("10.214.{k}.1")}], [{"subnet": v6.to_string()}]],
-        "etcd": {"endpoints": [etcd], "dialTimeout": "2s", "requestTimeout": "5s"},
+        "etcd": {"endpoints": [etcd.url], "dialTimeout": "2s", "requestTimeout": "5s",
+                 "cacheDir": etcd.node_cache_dir()},
         "nodeName": "e2e-node",
     })
 }
@@ -261,7 +262,7 @@ impl<'a> Lab<'a> {
         host.ip(&["link", "set", MASTER_PEER, "up"]);
         let conf_dir = TempDir::new("cri-manifold-conf");
         let cache_dir = TempDir::new("cri-manifold-cache");
-        let mut pod_ipam = ipam(&etcd.url, 0);
+        let mut pod_ipam = ipam(&etcd, 0);
         pod_ipam["routes"] = json!([{"dst": "0.0.0.0/0"}]);
         let pod_net = json!({
             "cniVersion": "1.0.0",
@@ -277,7 +278,7 @@ impl<'a> Lab<'a> {
                 "master": MASTER,
                 "mode": "bridge",
                 "capabilities": {"ips": true, "mac": true},
-                "ipam": ipam(&etcd.url, i + 1),
+                "ipam": ipam(&etcd, i + 1),
             });
             write_nad(&conf_dir.0, name, &c);
         }
@@ -286,7 +287,7 @@ impl<'a> Lab<'a> {
             "name": "broken",
             "type": "manifold-macvlan",
             "master": "mfcnomaster",
-            "ipam": ipam(&etcd.url, 9),
+            "ipam": ipam(&etcd, 9),
         });
         write_nad(&conf_dir.0, "broken", &broken);
         let conf = json!({
@@ -369,6 +370,7 @@ impl<'a> Lab<'a> {
             prefix: DEFAULT_PREFIX.to_string(),
             dial_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
+            cache_dir: None,
         });
         let mut out = Vec::new();
         for space in conf.spaces().expect("IPAM spaces") {

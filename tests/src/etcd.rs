@@ -158,6 +158,12 @@ impl Certs {
 }
 
 impl Etcd {
+    /// A node cache directory for manifold-ipam (`etcd.cacheDir`) that goes
+    /// with this server's temporary directory.
+    pub fn node_cache_dir(&self) -> String {
+        self.dir.0.join("node-cache").display().to_string()
+    }
+
     /// Starts a server and waits until it answers.
     pub fn start() -> Self {
         Self::start_with(None)

@@ -2,9 +2,10 @@
 //! and GC by attachment, CHECK — the same code on every [`Kv`].
 
 use crate::addr::{self, Family};
-use crate::choose::{Chooser, Hints, Plan};
+use crate::choose::{Choice, Chooser, Hints, Plan};
 use crate::keys::Keys;
 use crate::kv::{Cmp, Entry, Kv, Read, Write};
+use crate::node_cache::{now_ms, CachedLease, FastPlan, Lesson, NodeCache};
 use crate::range::{Pool, Range};
 use crate::records::{AddressRecord, AttachmentRecord, Owner, RangeRecord, State};
 use crate::rng::Rng;
@@ -139,24 +140,39 @@ fn existing(
 
 impl Allocator<'_> {
     /// ADD: one address per pool for `owner`'s attachment, both families or
-    /// neither; idempotent. Returns the addresses in pool order.
+    /// neither; idempotent. Returns the addresses in pool order. With a node
+    /// cache, first tries to reserve what it suggests without reading.
     pub fn add(
         &mut self,
         pools: &[Pool],
         owner: &Owner,
         statics: &[IpAddr],
         lease_ttl: u64,
+        cache: Option<&NodeCache>,
     ) -> CniResult<Vec<IpNet>> {
         let statics = assign_statics(pools, statics)?;
         let akey = self
             .keys
             .attachment(&owner.network, &owner.container_id, &owner.ifname);
+        if statics.iter().all(Option::is_none) {
+            if let Some(plan) = cache.and_then(|c| c.take(pools, &owner.network, lease_ttl)) {
+                if let Some(done) = self.fast_add(pools, owner, &akey, &plan)? {
+                    return Ok(done);
+                }
+                tracing::debug!("node cache missed: full allocation");
+            }
+        }
         let ranges: Vec<&Range> = pools.iter().flat_map(|p| &p.ranges).collect();
         let mut rng = Rng::from_clock();
-        let mut lease = None;
+        // The lease of this ADD and when its grant was sent (ms since the epoch).
+        let mut lease: Option<(i64, u64)> = None;
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 std::thread::sleep(rng.backoff(attempt));
+            }
+            // A lease past half its life might expire before the commit: renew.
+            if lease.is_some_and(|(_, sent)| (now_ms() - sent) * 2 > lease_ttl * 1000) {
+                lease = None;
             }
             let mut reads = vec![Read::Get(akey.clone())];
             for r in &ranges {
@@ -170,8 +186,9 @@ impl Allocator<'_> {
             let answers = match lease {
                 Some(_) => self.kv.read(reads)?,
                 None => {
+                    let sent = now_ms();
                     let (answers, granted) = self.kv.read_and_grant(reads, lease_ttl)?;
-                    lease = Some(granted);
+                    lease = Some((granted, sent));
                     answers
                 }
             };
@@ -181,11 +198,10 @@ impl Allocator<'_> {
                 match rec.state {
                     State::Committed => return existing(pools, &rec, &statics),
                     // A dead (or concurrent) ADD of the same attachment: take over.
-                    State::Pending if rec.lease != 0 => {
-                        self.kv.revoke(rec.lease)?;
+                    State::Pending => {
+                        self.release(&e, &rec)?;
                         continue;
                     }
-                    State::Pending => {}
                 }
             }
             let mut plan = Plan::default();
@@ -209,46 +225,51 @@ impl Allocator<'_> {
                     }
                 }
             }
-            let lease_id = lease.expect("granted with the first read");
+            let (lease_id, sent) = lease.expect("granted with the first read");
             let mut chosen = Vec::new();
+            let mut learned = Vec::new();
             let mut offset = 0;
             for (pool, want) in pools.iter().zip(&statics) {
                 let h = &hints[offset..offset + pool.ranges.len()];
                 offset += pool.ranges.len();
-                let v = match want {
-                    Some(v) => self.check_static(pool, *v)?,
-                    None => self.choose(pool, h, &mut plan, owner, &mut rng)?,
+                let (v, view) = match want {
+                    Some(v) => (self.check_static(pool, *v)?, None),
+                    None => {
+                        let c = self.choose(pool, h, &mut plan, owner, &mut rng)?;
+                        (c.value, Some(c.block))
+                    }
                 };
                 let ip = addr::from_u128(pool.family(), v);
                 let range = pool.range_of(ip).expect("chosen inside the pool");
                 chosen.push(range.with_prefix(v));
+                if let Some(view) = view {
+                    learned.push((range, v, view));
+                }
             }
             let pending = AttachmentRecord {
                 owner: owner.clone(),
                 state: State::Pending,
-                addresses: chosen.clone(),
+                addresses: chosen,
                 lease: lease_id,
             };
-            plan.cmps.push(Cmp::Absent(akey.clone()));
-            for a in &chosen {
-                let key = self.addr_key(a);
-                plan.cmps.push(Cmp::Absent(key.clone()));
-                plan.writes.push(Write::Put {
-                    key,
-                    value: json(&AddressRecord {
-                        owner: owner.clone(),
-                        state: State::Pending,
-                    }),
-                    lease: Some(lease_id),
-                });
-            }
-            plan.writes.push(Write::Put {
-                key: akey.clone(),
-                value: json(&pending),
-                lease: Some(lease_id),
-            });
-            if let Some(rev) = self.kv.txn(plan.cmps, plan.writes)? {
-                return self.commit(&akey, pending, rev, lease_ttl);
+            self.reserve_ops(&akey, &pending, &mut plan);
+            let Some(rev) = self.kv.txn(plan.cmps, plan.writes)? else {
+                continue;
+            };
+            match self.commit(&akey, pending, rev)? {
+                Some(done) => {
+                    if let Some(c) = cache {
+                        c.learn(Lesson {
+                            lease: Some(CachedLease::granted(lease_id, lease_ttl, sent)),
+                            chosen: learned,
+                            network: &owner.network,
+                            ranges,
+                        });
+                    }
+                    return Ok(done);
+                }
+                // The lease ran out between reserve and commit: start over.
+                None => lease = None,
             }
         }
         Err(CniError::new(
@@ -258,6 +279,60 @@ impl Allocator<'_> {
                 owner.network
             ),
         ))
+    }
+
+    /// Reserves and commits what the node cache suggested, without reading
+    /// first. None when the reserve lost (taken, idempotent ADD, lease gone).
+    fn fast_add(
+        &mut self,
+        pools: &[Pool],
+        owner: &Owner,
+        akey: &str,
+        plan: &FastPlan,
+    ) -> CniResult<Option<Vec<IpNet>>> {
+        let addresses = pools
+            .iter()
+            .zip(&plan.picks)
+            .map(|(p, &v)| {
+                let ip = addr::from_u128(p.family(), v);
+                p.range_of(ip).expect("taken from the pool").with_prefix(v)
+            })
+            .collect();
+        let pending = AttachmentRecord {
+            owner: owner.clone(),
+            state: State::Pending,
+            addresses,
+            lease: plan.lease,
+        };
+        let mut ops = Plan::default();
+        self.reserve_ops(akey, &pending, &mut ops);
+        match self.kv.txn(ops.cmps, ops.writes)? {
+            Some(rev) => self.commit(akey, pending, rev),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds the reserve of `pending` to `plan`: the attachment and its
+    /// addresses, each created only if absent, under the pending lease.
+    fn reserve_ops(&self, akey: &str, pending: &AttachmentRecord, plan: &mut Plan) {
+        plan.cmps.push(Cmp::Absent(akey.to_string()));
+        for a in &pending.addresses {
+            let key = self.addr_key(a);
+            plan.cmps.push(Cmp::Absent(key.clone()));
+            plan.writes.push(Write::Put {
+                key,
+                value: json(&AddressRecord {
+                    owner: pending.owner.clone(),
+                    state: State::Pending,
+                }),
+                lease: Some(pending.lease),
+            });
+        }
+        plan.writes.push(Write::Put {
+            key: akey.to_string(),
+            value: json(pending),
+            lease: Some(pending.lease),
+        });
     }
 
     fn addr_key(&self, a: &IpNet) -> String {
@@ -289,7 +364,7 @@ impl Allocator<'_> {
         plan: &mut Plan,
         owner: &Owner,
         rng: &mut Rng,
-    ) -> CniResult<u128> {
+    ) -> CniResult<Choice> {
         let found = Chooser {
             kv: &mut *self.kv,
             keys: self.keys,
@@ -311,15 +386,15 @@ impl Allocator<'_> {
         })
     }
 
-    /// Re-puts the reserved keys without lease, if they are still the reserve's.
+    /// Re-puts the reserved keys without lease, if they are still the
+    /// reserve's: None when they are not (the lease ran out first). On an
+    /// error the reserved keys are left to their lease.
     fn commit(
         &mut self,
         akey: &str,
         pending: AttachmentRecord,
         rev: i64,
-        lease_ttl: u64,
-    ) -> CniResult<Vec<IpNet>> {
-        let lease = pending.lease;
+    ) -> CniResult<Option<Vec<IpNet>>> {
         let mut cmps = vec![Cmp::ModRev(akey.to_string(), rev)];
         let mut writes = Vec::new();
         for a in &pending.addresses {
@@ -344,24 +419,15 @@ impl Allocator<'_> {
             value: json(&committed),
             lease: None,
         });
-        match self.kv.txn(cmps, writes) {
-            Ok(Some(_)) => Ok(committed.addresses),
-            Ok(None) => {
-                let _ = self.kv.revoke(lease);
-                Err(CniError::new(
-                    ErrorCode::TryAgainLater,
-                    format!("the reserved addresses expired before the ADD could commit them (leaseTTL {lease_ttl}s): try again"),
-                ))
-            }
-            Err(e) => {
-                // Best effort: if etcd is gone, the lease expires by itself.
-                let _ = self.kv.revoke(lease);
-                Err(e.context("commit the reserved addresses"))
-            }
-        }
+        let done = self
+            .kv
+            .txn(cmps, writes)
+            .map_err(|e| e.context("commit the reserved addresses"))?;
+        Ok(done.map(|_| committed.addresses))
     }
 
-    /// Deletes a committed attachment and its addresses if unchanged since read.
+    /// Deletes an attachment (committed, or pending: an unfinished ADD) and
+    /// its addresses if unchanged since read.
     fn release(&mut self, e: &Entry, rec: &AttachmentRecord) -> CniResult<bool> {
         let mut writes = vec![Write::Delete(e.key.clone())];
         writes.extend(
@@ -383,9 +449,7 @@ impl Allocator<'_> {
                 return Ok(());
             };
             let rec: AttachmentRecord = decode(&e)?;
-            if rec.state == State::Pending && rec.lease != 0 {
-                self.kv.revoke(rec.lease)?;
-            } else if self.release(&e, &rec)? {
+            if self.release(&e, &rec)? {
                 return Ok(());
             }
         }
@@ -477,8 +541,9 @@ impl Allocator<'_> {
             let mut writes = vec![Write::Delete(key.clone())];
             if let Some(te) = self.kv.get(&akey)? {
                 let mut att: AttachmentRecord = decode(&te)?;
-                if att.state == State::Pending && att.lease != 0 {
-                    self.kv.revoke(att.lease)?;
+                if att.state == State::Pending {
+                    // An unfinished ADD: end it, then look again.
+                    self.release(&te, &att)?;
                     continue;
                 }
                 att.addresses.retain(|a| a.addr() != ip);

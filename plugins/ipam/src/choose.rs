@@ -79,6 +79,34 @@ impl Hints {
     }
 }
 
+/// One of this node's blocks as the chooser read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockView {
+    /// Base address of the block.
+    pub base: u128,
+    /// Its addresses that were taken.
+    pub taken: HashSet<u128>,
+}
+
+/// A chosen free address and, when it came from one of this node's own
+/// blocks, that block as read (the node cache keeps it for the next ADD).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    /// The address.
+    pub value: u128,
+    /// The node's block it lies in (None when borrowed).
+    pub block: Option<BlockView>,
+}
+
+impl Choice {
+    fn own(value: u128, base: u128, taken: HashSet<u128>) -> Self {
+        Choice {
+            value,
+            block: Some(BlockView { base, taken }),
+        }
+    }
+}
+
 /// Chooses addresses on one store for one node.
 pub struct Chooser<'a> {
     /// The store.
@@ -154,7 +182,7 @@ impl Chooser<'_> {
         pool: &Pool,
         hints: &[Hints],
         plan: &mut Plan,
-    ) -> CniResult<Option<u128>> {
+    ) -> CniResult<Option<Choice>> {
         for (range, h) in pool.ranges.iter().zip(hints) {
             if let Some(v) = self.own(range, h, plan)? {
                 return Ok(Some(v));
@@ -164,15 +192,15 @@ impl Chooser<'_> {
             }
         }
         for range in &pool.ranges {
-            if let Some(v) = self.borrow(range)? {
-                return Ok(Some(v));
+            if let Some(value) = self.borrow(range)? {
+                return Ok(Some(Choice { value, block: None }));
             }
         }
         Ok(None)
     }
 
     /// The lowest free address of the node's current block, else of its next few blocks.
-    fn own(&mut self, range: &Range, h: &Hints, plan: &mut Plan) -> CniResult<Option<u128>> {
+    fn own(&mut self, range: &Range, h: &Hints, plan: &mut Plan) -> CniResult<Option<Choice>> {
         let f = range.family();
         let (lo, hi) = (first_block(range), last_block(range));
         let cursor = h.cursor.filter(|c| (lo..=hi).contains(c));
@@ -194,9 +222,9 @@ impl Chooser<'_> {
         }
         let mut results = self.kv.read(reads)?.into_iter();
         if let Some(c) = cursor {
-            let r = results.next().unwrap_or_default();
-            if let Some(v) = free_in_block(range, c, &self.taken(f, &r)).next() {
-                return Ok(Some(v));
+            let taken = self.taken(f, &results.next().unwrap_or_default());
+            if let Some(v) = free_in_block(range, c, &taken).next() {
+                return Ok(Some(Choice::own(v, c, taken)));
             }
         }
         let blocks: Vec<u128> = results
@@ -209,9 +237,10 @@ impl Chooser<'_> {
         let reads = blocks.iter().map(|&b| self.addr_read(range, b)).collect();
         let results = self.kv.read(reads)?;
         for (&b, r) in blocks.iter().zip(&results) {
-            if let Some(v) = free_in_block(range, b, &self.taken(f, r)).next() {
+            let taken = self.taken(f, r);
+            if let Some(v) = free_in_block(range, b, &taken).next() {
                 self.set_cursor(plan, range, b);
-                return Ok(Some(v));
+                return Ok(Some(Choice::own(v, b, taken)));
             }
         }
         Ok(None)
@@ -259,7 +288,7 @@ impl Chooser<'_> {
 
     /// Claims the first unclaimed block from the free-block hint (wrapping
     /// once) and takes its lowest free address.
-    fn claim(&mut self, range: &Range, h: &Hints, plan: &mut Plan) -> CniResult<Option<u128>> {
+    fn claim(&mut self, range: &Range, h: &Hints, plan: &mut Plan) -> CniResult<Option<Choice>> {
         let f = range.family();
         let (lo, hi) = (first_block(range), last_block(range));
         let start = match h.next {
@@ -279,7 +308,8 @@ impl Chooser<'_> {
                     .read(vec![self.addr_read(range, b)])?
                     .pop()
                     .unwrap_or_default();
-                if let Some(v) = free_in_block(range, b, &self.taken(f, &r)).next() {
+                let taken = self.taken(f, &r);
+                if let Some(v) = free_in_block(range, b, &taken).next() {
                     let id = range.id();
                     plan.cmps.push(Cmp::Absent(self.keys.block(f, b)));
                     plan.put(
@@ -297,7 +327,7 @@ impl Chooser<'_> {
                         None => json!({"next": addr::hex(f, lo)}),
                     };
                     plan.put(self.keys.next_block(&id), next);
-                    return Ok(Some(v));
+                    return Ok(Some(Choice::own(v, b, taken)));
                 }
                 match b.checked_add(BLOCK_SIZE) {
                     Some(n) if n <= z => from = n,

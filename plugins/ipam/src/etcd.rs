@@ -178,6 +178,13 @@ fn read_op(r: &Read) -> TxnOp {
     }
 }
 
+/// True for etcd's "requested lease not found" (gRPC NOT_FOUND): a put under
+/// a lease that expired (NOT_FOUND is gRPC code 5).
+fn lease_gone(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.code() as i32 == 5 && s.message().contains("lease not found"))
+}
+
 /// The answers of a read-only transaction, one per read.
 fn read_results(resp: &etcd_client::TxnResponse) -> CniResult<Vec<ReadResult>> {
     resp.op_responses()
@@ -235,7 +242,18 @@ impl Kv for EtcdKv {
             })
             .collect();
         let mut kv = self.client.kv_client();
-        let resp = self.run("transaction", kv.txn(Txn::new().when(cmps).and_then(ops)))?;
+        let resp = match self.bounded(kv.txn(Txn::new().when(cmps).and_then(ops))) {
+            Some(Ok(r)) => r,
+            Some(Err(e)) if lease_gone(&e) => return Ok(None),
+            Some(Err(e)) => return Err(map_err(&self.endpoints, "transaction", e)),
+            None => {
+                return Err(unreachable_err(
+                    &self.endpoints,
+                    "transaction",
+                    self.timeout,
+                ))
+            }
+        };
         Ok(resp
             .succeeded()
             .then(|| resp.header().map_or(0, |h| h.revision())))
@@ -245,21 +263,6 @@ impl Kv for EtcdKv {
         let mut lease = self.client.lease_client();
         let resp = self.run("grant lease", lease.grant(ttl as i64, None))?;
         Ok(resp.id())
-    }
-
-    fn revoke(&mut self, id: i64) -> CniResult<()> {
-        let mut lease = self.client.lease_client();
-        match self.bounded(lease.revoke(id)) {
-            Some(Ok(_)) => Ok(()),
-            // gRPC NOT_FOUND (5): the lease expired or was revoked already.
-            Some(Err(etcd_client::Error::GRpcStatus(s))) if s.code() as i32 == 5 => Ok(()),
-            Some(Err(e)) => Err(map_err(&self.endpoints, "revoke lease", e)),
-            None => Err(unreachable_err(
-                &self.endpoints,
-                "revoke lease",
-                self.timeout,
-            )),
-        }
     }
 
     fn finish(&mut self) -> CniResult<()> {

@@ -97,12 +97,11 @@ pub trait Kv {
     /// Runs reads against one consistent snapshot.
     fn read(&mut self, reads: Vec<Read>) -> CniResult<Vec<ReadResult>>;
     /// Applies `writes` if every condition holds: `Some(revision)` of the
-    /// writes, or `None` when a condition failed (nothing written).
+    /// writes, or `None` when a condition failed or a lease it writes under
+    /// is gone (nothing written either way).
     fn txn(&mut self, cmps: Vec<Cmp>, writes: Vec<Write>) -> CniResult<Option<i64>>;
     /// A new lease expiring after `ttl` seconds.
     fn grant(&mut self, ttl: u64) -> CniResult<i64>;
-    /// Ends a lease, deleting its keys; an unknown or expired lease is no error.
-    fn revoke(&mut self, lease: i64) -> CniResult<()>;
     /// Makes the call's writes durable (the local store writes its file; etcd
     /// already has). Not calling it (on error) leaves the local store unchanged.
     fn finish(&mut self) -> CniResult<()>;

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod kv;
 pub mod local;
 pub mod names;
+pub mod node_cache;
 pub mod plugin;
 pub mod range;
 pub mod records;

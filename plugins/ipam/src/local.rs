@@ -205,16 +205,6 @@ impl Kv for LocalKv {
         Ok(self.next_lease)
     }
 
-    fn revoke(&mut self, lease: i64) -> CniResult<()> {
-        let before = self.state.entries.len();
-        self.state.entries.retain(|_, s| s.lease != lease);
-        if self.state.entries.len() != before {
-            self.state.revision += 1;
-            self.dirty = true;
-        }
-        Ok(())
-    }
-
     fn finish(&mut self) -> CniResult<()> {
         if !self.dirty {
             return Ok(());
@@ -278,7 +268,7 @@ mod tests {
     }
 
     #[test]
-    fn revoke_deletes_only_the_lease_keys() {
+    fn finish_keeps_only_keys_without_lease() {
         let dir = std::env::temp_dir().join(format!("manifold-local-kv-r-{}", std::process::id()));
         let mut kv = LocalKv::open(&dir, "s").unwrap();
         let l = kv.grant(30).unwrap();
@@ -294,7 +284,9 @@ mod tests {
             ],
         )
         .unwrap();
-        kv.revoke(l).unwrap();
+        kv.finish().unwrap();
+        drop(kv);
+        let mut kv = LocalKv::open(&dir, "s").unwrap();
         assert!(kv.get("a").unwrap().is_some());
         assert!(kv.get("b").unwrap().is_none());
         fs::remove_dir_all(&dir).unwrap();

@@ -109,12 +109,22 @@ impl Plugin for Ipam {
         alloc::assign_statics(&conf.pools, &statics)?;
         let owner = owner(call, &conf);
         let mut store = open(&conf)?;
+        let cache = conf
+            .settings
+            .store
+            .node_cache(&conf.space, &conf.settings.node);
         let addresses = Allocator {
             kv: &mut *store.kv,
             keys: &store.keys,
             node: &conf.settings.node,
         }
-        .add(&conf.pools, &owner, &statics, conf.settings.lease_ttl)?;
+        .add(
+            &conf.pools,
+            &owner,
+            &statics,
+            conf.settings.lease_ttl,
+            cache.as_ref(),
+        )?;
         store.kv.finish()?;
         tracing::info!(network = %conf.network, container = %owner.container_id, ifname = %owner.ifname, ?addresses, "allocated");
         Ok(result(&conf, &addresses))

@@ -2,6 +2,7 @@
 //! else from the node-wide file, else defaults (local store, hostname, 30 s).
 
 use crate::names;
+use crate::node_cache;
 use crate::store::{
     EtcdConf, StoreConf, TlsFiles, DEFAULT_DATA_DIR, DEFAULT_DIAL_TIMEOUT, DEFAULT_PREFIX,
     DEFAULT_REQUEST_TIMEOUT,
@@ -46,6 +47,8 @@ struct WireEtcd {
     username: Option<String>,
     #[serde(default)]
     password: Option<String>,
+    #[serde(rename = "cacheDir", default)]
+    cache_dir: Option<String>,
 }
 
 /// The store-related fields, as found in an `ipam` section or the node-wide file.
@@ -263,7 +266,20 @@ impl StoreFields {
                 .map(|v| duration("requestTimeout", &v))
                 .transpose()?
                 .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+            cache_dir: cache_dir(e.cache_dir.as_deref())?,
         })
+    }
+}
+
+/// The node cache directory: `cacheDir`, default [`node_cache::DEFAULT_DIR`]; "" turns it off.
+fn cache_dir(v: Option<&str>) -> CniResult<Option<PathBuf>> {
+    match v {
+        None => Ok(Some(PathBuf::from(node_cache::DEFAULT_DIR))),
+        Some("") => Ok(None),
+        Some(d) if d.starts_with('/') && !d.contains('\0') => Ok(Some(PathBuf::from(d))),
+        Some(d) => Err(CniError::config(format!(
+            "etcd cacheDir {d:?} must be an absolute path (or \"\" for no node cache)"
+        ))),
     }
 }
 

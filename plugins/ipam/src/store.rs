@@ -5,6 +5,7 @@ use crate::etcd::EtcdKv;
 use crate::keys::Keys;
 use crate::kv::Kv;
 use crate::local::{self, LocalKv};
+use crate::node_cache::NodeCache;
 use manifold_common::CniResult;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -44,6 +45,8 @@ pub struct EtcdConf {
     pub dial_timeout: Duration,
     /// Timeout of each request.
     pub request_timeout: Duration,
+    /// Directory of the node cache (None: no cache).
+    pub cache_dir: Option<PathBuf>,
 }
 
 /// The store of a network.
@@ -82,6 +85,17 @@ impl StoreConf {
                 ),
             },
         })
+    }
+
+    /// The node cache of `space` for `node` (etcd with a cache directory only).
+    pub fn node_cache(&self, space: &str, node: &str) -> Option<NodeCache> {
+        match self {
+            StoreConf::Etcd(c) => c
+                .cache_dir
+                .as_ref()
+                .map(|d| NodeCache::new(d, &c.endpoints, &c.prefix, space, node)),
+            StoreConf::Local { .. } => None,
+        }
     }
 
     /// The address spaces that hold data.

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 fn conf(e: &Etcd, tls: Value) -> Value {
     json!({"cniVersion": "1.1.0", "name": "net1", "type": "macvlan", "ipam": {
         "type": "manifold-ipam", "range": "10.95.0.0/24", "nodeName": "node-a",
-        "etcd": {"endpoints": [e.url], "tls": tls, "requestTimeout": "2s", "dialTimeout": "1s"}}})
+        "etcd": {"endpoints": [e.url], "tls": tls, "requestTimeout": "2s", "dialTimeout": "1s",
+                 "cacheDir": e.node_cache_dir()}}})
 }
 
 #[test]

@@ -129,14 +129,15 @@ fn show_lists_holders_with_pod_node_and_age(b: Backend) {
     assert!(err.contains("no allocations"), "{err}");
 }
 
-fn release_frees_one_address_and_the_plugin_reuses_it(b: Backend) {
+fn release_frees_one_address_for_the_plugin_to_hand_out(b: Backend) {
     let c = populated(&b);
     let (code, out, err) = ctl(&b, &["release", "net1", "10.80.0.2"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("released 10.80.0.2 of network net1 (container c1 ifname net1, pod web/fe-0, node node-a)"), "{out}");
     let left = json_of(&b, &["show", "net1"]);
     assert_eq!(left.as_array().unwrap().len(), 3);
-    let r = add(&c, "c3", "");
+    // Free again: the plugin grants it to whoever asks for it.
+    let r = add(&c, "c3", "IP=10.80.0.2");
     assert_eq!(r["ips"][0]["address"], "10.80.0.2/24");
     let (code, _, err) = ctl(&b, &["release", "net1", "10.80.0.200"]);
     assert_eq!(code, 1);
@@ -146,5 +147,5 @@ fn release_frees_one_address_and_the_plugin_reuses_it(b: Backend) {
 both_stores!(
     pools_lists_size_used_and_free_per_family,
     show_lists_holders_with_pod_node_and_age,
-    release_frees_one_address_and_the_plugin_reuses_it,
+    release_frees_one_address_for_the_plugin_to_hand_out,
 );

@@ -39,7 +39,8 @@ impl Backend {
         match self {
             Backend::Local(d) => json!({"dataDir": d.0}),
             Backend::Etcd(e) => {
-                json!({"etcd": {"endpoints": [e.url], "dialTimeout": "1s", "requestTimeout": "3s"}})
+                json!({"etcd": {"endpoints": [e.url], "dialTimeout": "1s", "requestTimeout": "3s",
+                                "cacheDir": e.node_cache_dir()}})
             }
         }
     }
