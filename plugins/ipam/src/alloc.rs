@@ -7,7 +7,7 @@ use crate::keys::Keys;
 use crate::kv::{Cmp, Entry, Kv, Read, Write};
 use crate::node_cache::{now_ms, CachedLease, FastPlan, Lesson, NodeCache};
 use crate::range::{Pool, Range};
-use crate::records::{AddressRecord, AttachmentRecord, Owner, RangeRecord, State};
+use crate::records::{AddressRecord, AttachmentRecord, BlockRecord, Owner, RangeRecord, State};
 use crate::rng::Rng;
 use ipnet::IpNet;
 use manifold_common::{CniError, CniResult, ErrorCode};
@@ -566,5 +566,88 @@ impl Allocator<'_> {
             ErrorCode::TryAgainLater,
             format!("{ip} kept changing while being released"),
         ))
+    }
+}
+
+/// What releasing a node that is gone freed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NodeRelease {
+    /// Attachments released.
+    pub attachments: usize,
+    /// Addresses they held.
+    pub addresses: usize,
+    /// Blocks whose claim was dropped (other nodes may claim them now).
+    pub blocks: usize,
+}
+
+impl NodeRelease {
+    /// Adds another space's counts.
+    pub fn add(&mut self, other: NodeRelease) {
+        self.attachments += other.attachments;
+        self.addresses += other.addresses;
+        self.blocks += other.blocks;
+    }
+}
+
+impl Allocator<'_> {
+    /// Operator release of `node`, gone for good (its pods will never DEL):
+    /// every attachment it holds, committed or pending, then its block
+    /// claims, cursors and the free-block hints (so that a search finds the
+    /// freed blocks again). Addresses other nodes borrowed inside its blocks
+    /// stay theirs.
+    pub fn release_node(&mut self, node: &str) -> CniResult<NodeRelease> {
+        let mut done = NodeRelease::default();
+        for e in self.kv.scan(self.keys.all_attachments(), false)? {
+            let rec: AttachmentRecord = decode(&e)?;
+            if rec.owner.node != node {
+                continue;
+            }
+            // Changed since the scan: whoever changed it still owns it (a
+            // live ADD or DEL): say so rather than guess.
+            if !self.release(&e, &rec)? {
+                return Err(CniError::new(
+                    ErrorCode::TryAgainLater,
+                    format!(
+                        "{} changed while node {node:?} was being released: is the node still running?",
+                        describe(&rec.owner)
+                    ),
+                ));
+            }
+            done.attachments += 1;
+            done.addresses += rec.addresses.len();
+        }
+        for f in [Family::V4, Family::V6] {
+            for a in self.kv.scan(self.keys.affinities(node, f), true)? {
+                let Some(base) = self.keys.parse_affinity(node, f, &a.key) else {
+                    continue;
+                };
+                let block = self.keys.block(f, base);
+                let mut writes = vec![Write::Delete(a.key.clone())];
+                let mut cmps = Vec::new();
+                if let Some(b) = self.kv.get(&block)? {
+                    if decode::<BlockRecord>(&b)?.node == node {
+                        cmps.push(Cmp::ModRev(block.clone(), b.mod_rev));
+                        writes.push(Write::Delete(block));
+                        done.blocks += 1;
+                    }
+                }
+                if self.kv.txn(cmps, writes)?.is_none() {
+                    return Err(CniError::new(
+                        ErrorCode::TryAgainLater,
+                        format!(
+                            "block {} changed while node {node:?} was being released: try again",
+                            addr::hex(f, base)
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut hints = self.kv.scan(self.keys.cursors(node), true)?;
+        hints.extend(self.kv.scan(self.keys.next_blocks(), true)?);
+        if !hints.is_empty() {
+            let deletes = hints.into_iter().map(|e| Write::Delete(e.key)).collect();
+            self.kv.txn(vec![], deletes)?;
+        }
+        Ok(done)
     }
 }

@@ -2,7 +2,7 @@
 //! and use, the allocations of a network, and releasing one address.
 
 use crate::addr::{self, Family};
-use crate::alloc::{decode, Allocator};
+use crate::alloc::{decode, Allocator, NodeRelease};
 use crate::kv::Read;
 use crate::range::Range;
 use crate::records::{AddressRecord, Owner, RangeRecord, State};
@@ -192,4 +192,22 @@ pub fn release(conf: &StoreConf, network: &str, ip: IpAddr) -> CniResult<Allocat
     Err(CniError::config(format!(
         "{ip} is not allocated in network {network:?}"
     )))
+}
+
+/// Releases everything `node` holds in every address space (it is gone).
+pub fn release_node(conf: &StoreConf, node: &str) -> CniResult<NodeRelease> {
+    crate::names::check("node name", node)?;
+    let mut total = NodeRelease::default();
+    for space in conf.spaces()? {
+        let mut store = conf.open(&space)?;
+        let freed = Allocator {
+            kv: &mut *store.kv,
+            keys: &store.keys,
+            node: "manifoldctl",
+        }
+        .release_node(node)?;
+        store.kv.finish()?;
+        total.add(freed);
+    }
+    Ok(total)
 }

@@ -18,6 +18,12 @@ pub fn prefix_end(prefix: &str) -> String {
     end
 }
 
+/// `[start, end)` of the keys starting with `prefix`.
+fn prefix_span(prefix: String) -> (String, String) {
+    let end = prefix_end(&prefix);
+    (prefix, end)
+}
+
 impl Keys {
     /// Keys under `root` (`"<prefix>/<space>/"`, or `""` in a local state file);
     /// `registry` is the key listing the space, when the store has one.
@@ -51,9 +57,7 @@ impl Keys {
 
     /// All address keys of the space, of both families.
     pub fn all_addrs(&self) -> (String, String) {
-        let p = format!("{}addrs/", self.root);
-        let e = prefix_end(&p);
-        (p, e)
+        prefix_span(format!("{}addrs/", self.root))
     }
 
     fn blocks_dir(&self, f: Family) -> String {
@@ -92,6 +96,21 @@ impl Keys {
         )
     }
 
+    /// `[start, end)` of all of a node's affinity keys of family `f`.
+    pub fn affinities(&self, node: &str, f: Family) -> (String, String) {
+        prefix_span(self.affinity_dir(node, f))
+    }
+
+    /// `[start, end)` of a node's cursor keys.
+    pub fn cursors(&self, node: &str) -> (String, String) {
+        prefix_span(format!("{}cursor/{node}/", self.root))
+    }
+
+    /// `[start, end)` of the free-block hints of every range.
+    pub fn next_blocks(&self) -> (String, String) {
+        prefix_span(format!("{}nextblock/", self.root))
+    }
+
     /// Parses an affinity key back into its block base.
     pub fn parse_affinity(&self, node: &str, f: Family, key: &str) -> Option<u128> {
         addr::parse_hex(f, key.strip_prefix(&self.affinity_dir(node, f))?)
@@ -114,9 +133,12 @@ impl Keys {
 
     /// All attachment keys of a network.
     pub fn attachments(&self, network: &str) -> (String, String) {
-        let p = format!("{}attachments/{network}/", self.root);
-        let e = prefix_end(&p);
-        (p, e)
+        prefix_span(format!("{}attachments/{network}/", self.root))
+    }
+
+    /// All attachment keys of the space.
+    pub fn all_attachments(&self) -> (String, String) {
+        prefix_span(format!("{}attachments/", self.root))
     }
 
     /// Description of one range of a network.
@@ -126,8 +148,6 @@ impl Keys {
 
     /// All range descriptions of the space.
     pub fn pools(&self) -> (String, String) {
-        let p = format!("{}pools/", self.root);
-        let e = prefix_end(&p);
-        (p, e)
+        prefix_span(format!("{}pools/", self.root))
     }
 }

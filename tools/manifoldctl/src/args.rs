@@ -14,6 +14,8 @@ pub enum Action {
     Show(String),
     /// Release one address of a network.
     Release(String, IpAddr),
+    /// Release everything a node that is gone holds.
+    ReleaseNode(String),
 }
 
 /// Where the store is said to be.
@@ -111,9 +113,10 @@ pub fn parse(argv: &[String]) -> Result<Cmd, String> {
                 .parse()
                 .map_err(|_| format!("{address:?} is not an IP address"))?,
         ),
+        ["release-node", node] => Action::ReleaseNode(node.to_string()),
         _ => {
             return Err(format!(
-                "expected pools, show <network> or release <network> <address>, got {words:?}"
+                "expected pools, show <network>, release <network> <address> or release-node <node>, got {words:?}"
             ))
         }
     };

@@ -115,5 +115,15 @@ pub fn run(cmd: &Cmd) -> CniResult<String> {
                 a.owner.node
             ))
         }
+        Action::ReleaseNode(node) => {
+            let r = inspect::release_node(&conf, node)?;
+            if cmd.json {
+                return Ok(pretty(&serde_json::json!({"node": node, "released": r})));
+            }
+            Ok(format!(
+                "released node {node}: {} attachments ({} addresses), {} blocks\n",
+                r.attachments, r.addresses, r.blocks
+            ))
+        }
     }
 }

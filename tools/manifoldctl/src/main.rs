@@ -1,5 +1,6 @@
 //! `manifoldctl`: the operator's command line. Today: `manifoldctl ipam`
-//! (pools, allocations, release) against the local store or etcd.
+//! (pools, allocations, release of an address or of a gone node) against
+//! the local store or etcd.
 
 mod args;
 mod ipam;
@@ -11,10 +12,13 @@ const USAGE: &str = "\
 usage: manifoldctl ipam [STORE] [--json] pools
        manifoldctl ipam [STORE] [--json] show <network>
        manifoldctl ipam [STORE] [--json] release <network> <address>
+       manifoldctl ipam [STORE] [--json] release-node <node>
 
   pools     every network's pools per family: size, used, free
   show      the addresses a network holds: container, ifname, pod, node, age
   release   frees one address (and drops it from its attachment)
+  release-node  frees everything a node that is gone for good holds: its
+            attachments and its blocks (other nodes may claim them then)
 
 STORE (default: the node-wide file $MANIFOLD_IPAM_CONFIG or
 /etc/cni/net.d/manifold.d/ipam.json, else the local store

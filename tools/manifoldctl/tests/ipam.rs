@@ -144,8 +144,48 @@ fn release_frees_one_address_for_the_plugin_to_hand_out(b: Backend) {
     assert!(err.contains("not allocated"), "{err}");
 }
 
+fn release_node_frees_a_gone_nodes_addresses_and_blocks(b: Backend) {
+    let c = populated(&b);
+    let mut other = c.clone();
+    other["ipam"]["nodeName"] = json!("node-b");
+    let kept = add(&other, "b1", "");
+    let (code, out, err) = ctl(&b, &["release-node", "node-a"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "released node node-a: 2 attachments (4 addresses), 2 blocks\n"
+    );
+    let left = json_of(&b, &["show", "net1"]);
+    let left: Vec<&str> = left
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["containerID"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, vec!["b1", "b1"], "node-b's allocation stays");
+    let keys: Vec<String> = b.keys("_shared").into_iter().map(|e| e.key).collect();
+    assert!(
+        !keys.iter().any(|k| k.contains("node-a")),
+        "node-a keys left: {keys:?}"
+    );
+    assert!(kept["ips"].as_array().unwrap().len() == 2);
+    // node-a's first addresses are free for anyone again.
+    let r = add(&other, "b2", "IP=10.80.0.2");
+    assert_eq!(r["ips"][0]["address"], "10.80.0.2/24");
+    // Nothing left of node-a: a second release frees nothing.
+    let again = json_of(&b, &["release-node", "node-a"]);
+    assert_eq!(
+        again["released"],
+        json!({"attachments": 0, "addresses": 0, "blocks": 0})
+    );
+    let (code, _, err) = ctl(&b, &["release-node", "../x"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("node name"), "{err}");
+}
+
 both_stores!(
     pools_lists_size_used_and_free_per_family,
     show_lists_holders_with_pod_node_and_age,
     release_frees_one_address_for_the_plugin_to_hand_out,
+    release_node_frees_a_gone_nodes_addresses_and_blocks,
 );
