@@ -467,6 +467,50 @@ fn link_in_container_uses_a_master_inside_the_pod() {
     assert!(link_details(&pod, "inner0").is_some(), "the master stays");
 }
 
+/// The meta-plugin's deferred deletion: with `MANIFOLD_LINK_DELETE_GROUP`,
+/// DEL releases the addresses but leaves the link, moved into that group;
+/// an invalid value is ignored and the link deleted.
+#[test]
+fn del_with_a_link_delete_group_releases_ipam_and_leaves_the_link_in_the_group() {
+    let t = Topology::new("mvg");
+    let pod = t.pod("mvgp");
+    let c = conf("1.0.0", "manifold-macvlan", dual_stack(&t));
+    let del_with_group = |group: &str| {
+        t.call("manifold-macvlan", "DEL", "g1", Some(&pod), "net1")
+            .env("MANIFOLD_LINK_DELETE_GROUP", group)
+            .run(c.to_string().as_bytes())
+    };
+    t.run("manifold-macvlan", "ADD", "g1", Some(&pod), "net1", &c)
+        .result();
+    assert_eq!(link_details(&pod, "net1").unwrap()["group"], "default");
+    let d = del_with_group("1296433153");
+    assert_eq!(d.code, 0, "{d:?}");
+    let l = link_details(&pod, "net1").expect("link left for the caller");
+    assert_eq!(l["group"], "1296433153");
+    assert!(
+        t.host_local_reservations().is_empty(),
+        "addresses not released: {:?}",
+        t.host_local_reservations()
+    );
+    // A repeated DEL hands the link over again; the caller then deletes the group.
+    assert_eq!(del_with_group("1296433154").code, 0);
+    assert_eq!(link_details(&pod, "net1").unwrap()["group"], "1296433154");
+    pod.ip(&["link", "del", "group", "1296433154"]);
+    assert!(link_details(&pod, "net1").is_none());
+
+    for invalid in ["0", "group7", "-1"] {
+        t.run("manifold-macvlan", "ADD", "g1", Some(&pod), "net1", &c)
+            .result();
+        let d = del_with_group(invalid);
+        assert_eq!(d.code, 0, "{invalid:?}: {d:?}");
+        assert!(
+            link_details(&pod, "net1").is_none(),
+            "{invalid:?}: link kept"
+        );
+        assert!(t.host_local_reservations().is_empty(), "{invalid:?}");
+    }
+}
+
 #[test]
 fn status_and_gc_with_a_pre_1_1_ipam_succeed() {
     let t = Topology::new("mvs");

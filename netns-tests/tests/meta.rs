@@ -396,6 +396,43 @@ fn del_without_netns_after_the_pod_is_gone_releases_addresses() {
     assert_eq!(lab.t.host_snapshot(), before);
 }
 
+/// DEL deletes the links of the manifold-macvlan extras in one request by
+/// link group, next to the reference macvlan extras' own deletion, in both
+/// delegate modes; links the pod had besides its attachments stay, in
+/// whatever group they are.
+#[test]
+fn del_deletes_manifold_links_by_group_and_keeps_the_pods_own_links() {
+    let lab = MetaLab::new("mfmg");
+    lab.default_networks();
+    lab.extra_networks();
+    let log = lab.t.dir.join("manifold.log");
+    for (i, parallel) in [true, false].into_iter().enumerate() {
+        let conf = lab.manifold_conf("podnet", json!({"parallelDelegates": parallel}));
+        let pod = lab.t.pod(&format!("mfmg{i}"));
+        pod.ip(&[
+            "link", "add", "own0", "type", "veth", "peer", "name", "own1",
+        ]);
+        pod.ip(&["link", "set", "own1", "group", "7"]);
+        let id = format!("g{i}");
+        lab.add(&conf, &id, &pod, &five_extras(i as u8)).result();
+        assert_eq!(link_names(&pod).len(), 9, "{:?}", link_names(&pod));
+        std::fs::remove_file(&log).unwrap();
+        let d = lab.del(&conf, &id, Some(&pod));
+        assert_eq!(d.code, 0, "{d:?}");
+        let mut left = link_names(&pod);
+        left.sort();
+        assert_eq!(left, ["lo", "own0", "own1"], "parallel {parallel}");
+        let logged = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            logged
+                .lines()
+                .any(|l| l.contains("deleted the deferred links") && l.contains("deleted=true")),
+            "parallel {parallel}: no group deletion in {logged}"
+        );
+        assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
+    }
+}
+
 #[test]
 fn twenty_pods_attach_concurrently_and_detach_leaving_nothing() {
     let lab = MetaLab::new("mfmk");

@@ -13,6 +13,7 @@ use crate::netlink::{Link, Netlink, NewLink};
 use crate::netns::NetNs;
 use crate::result::{Interface, NetworkResult};
 use serde::Deserialize;
+use std::num::NonZeroU32;
 
 /// Config fields every stacked-link plugin shares, as the reference plugins spell them.
 #[derive(Deserialize)]
@@ -307,9 +308,19 @@ pub fn rollback_link(ns: &mut Namespaces, link: &Link) {
     }
 }
 
+/// Internal protocol between the `manifold` meta-plugin and its own
+/// delegates (manifold-macvlan, manifold-ipvlan); not part of CNI, and
+/// runtimes never set it. When it holds a nonzero link group G, DEL does
+/// everything as usual except deleting the pod's link: it puts the link into
+/// group G instead, and the meta-plugin deletes the whole group in one request
+/// (the kernel then waits out one RCU grace period for all of its attachments
+/// instead of one per link). Any other value is ignored with a warning.
+pub const LINK_DELETE_GROUP_ENV: &str = "MANIFOLD_LINK_DELETE_GROUP";
+
 /// DEL: always releases IPAM, then deletes `ifname` from the pod if it is a
-/// link of `kind`. A missing netns or link is success; an IPAM failure is
-/// reported after the link is gone.
+/// link of `kind` (or hands it over to the caller, see
+/// [`LINK_DELETE_GROUP_ENV`]). A missing netns or link is success; an IPAM
+/// failure is reported after the link is gone.
 pub fn delete(call: &Call, kind: &str) -> CniResult<()> {
     let ipam_result = match Ipam::of(&call.conf, &call.env, &call.stdin) {
         Some(ipam) => ipam.del(),
@@ -317,7 +328,7 @@ pub fn delete(call: &Call, kind: &str) -> CniResult<()> {
     };
     if let Some(path) = call.env.netns.as_deref() {
         match NetNs::open(path) {
-            Ok(pod) => delete_link_named(&pod, &call.env.ifname, kind)?,
+            Ok(pod) => delete_link_named(&pod, &call.env.ifname, kind, deferred_group())?,
             Err(e) if e.code == ErrorCode::UnknownContainer => {
                 tracing::debug!(netns = %path.display(), "DEL: netns already gone");
             }
@@ -327,13 +338,56 @@ pub fn delete(call: &Call, kind: &str) -> CniResult<()> {
     ipam_result
 }
 
-fn delete_link_named(pod: &NetNs, ifname: &str, kind: &str) -> CniResult<()> {
+/// The link group DEL hands the link over in, from [`LINK_DELETE_GROUP_ENV`].
+fn deferred_group() -> Option<NonZeroU32> {
+    parse_delete_group(
+        std::env::var_os(LINK_DELETE_GROUP_ENV)
+            .map(|v| v.to_string_lossy().into_owned())
+            .as_deref(),
+    )
+}
+
+/// A [`LINK_DELETE_GROUP_ENV`] value: unset or empty is `None`; so is one that
+/// is not a nonzero u32, with a warning (the link is then deleted as usual).
+fn parse_delete_group(value: Option<&str>) -> Option<NonZeroU32> {
+    let value = value.filter(|v| !v.is_empty())?;
+    value
+        .parse()
+        .inspect_err(|_| {
+            tracing::warn!(
+                value,
+                "ignoring {LINK_DELETE_GROUP_ENV}: not a nonzero link group; deleting the link"
+            )
+        })
+        .ok()
+}
+
+/// Deletes `ifname` if it is a link of `kind`, or with `defer_to` only puts it
+/// into that link group for the caller to delete.
+fn delete_link_named(
+    pod: &NetNs,
+    ifname: &str,
+    kind: &str,
+    defer_to: Option<NonZeroU32>,
+) -> CniResult<()> {
     let mut nl = Netlink::open_in(pod).context("open netlink in pod netns")?;
     match nl.link_by_name(ifname)? {
-        Some(l) if l.kind.as_deref() == Some(kind) => {
-            nl.delete_link(l.index)
-                .with_context(|| format!("delete {kind} link {ifname:?}"))?;
-        }
+        Some(l) if l.kind.as_deref() == Some(kind) => match defer_to {
+            Some(group) => {
+                nl.set_group(l.index, group.get()).with_context(|| {
+                    format!("hand {kind} link {ifname:?} over for deletion in group {group}")
+                })?;
+                tracing::debug!(
+                    ifname,
+                    group = group.get(),
+                    "DEL: link left for the caller to delete"
+                );
+            }
+            None => {
+                nl.delete_link(l.index)
+                    .with_context(|| format!("delete {kind} link {ifname:?}"))?;
+            }
+        },
         Some(l) => tracing::warn!(
             ifname,
             found = l.kind.as_deref().unwrap_or("unknown"),
@@ -413,5 +467,27 @@ pub fn forward_if_supported(
     } else {
         tracing::debug!("IPAM predates CNI 1.1.0: nothing to forward");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_group_is_a_nonzero_u32_or_nothing() {
+        assert_eq!(parse_delete_group(None), None);
+        assert_eq!(parse_delete_group(Some("")), None);
+        assert_eq!(
+            parse_delete_group(Some("1296433153")),
+            NonZeroU32::new(0x4d46_0001)
+        );
+        assert_eq!(
+            parse_delete_group(Some("4294967295")),
+            NonZeroU32::new(u32::MAX)
+        );
+        for bad in ["0", "-1", "4294967296", "0x4d460001", "12ab", " 7"] {
+            assert_eq!(parse_delete_group(Some(bad)), None, "{bad:?}");
+        }
     }
 }

@@ -131,6 +131,14 @@ fn spawn_retrying_busy(cmd: &mut std::process::Command) -> std::io::Result<std::
 /// as DEL, CHECK, GC and STATUS do). A delegate's CNI error is relayed with its
 /// own code, its message prefixed with the plugin name.
 pub fn exec(inv: &Invocation) -> CniResult<Option<serde_json::Value>> {
+    exec_with_env(inv, &[])
+}
+
+/// [`exec`] with variables added to the delegate's environment (beyond CNI's).
+pub fn exec_with_env(
+    inv: &Invocation,
+    extra_env: &[(&str, String)],
+) -> CniResult<Option<serde_json::Value>> {
     let bin = find_in_path(inv.plugin, &inv.env.path)?;
     let ctx = format!("{} {}", inv.plugin, inv.command.as_str());
     tracing::debug!(
@@ -153,6 +161,7 @@ pub fn exec(inv: &Invocation) -> CniResult<Option<serde_json::Value>> {
         .env("CNI_IFNAME", &inv.env.ifname)
         .env("CNI_ARGS", inv.env.args.render())
         .env("CNI_PATH", path)
+        .envs(extra_env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -271,6 +280,23 @@ mod tests {
         let e = exec(&inv("hanger", &env, Duration::from_millis(300))).unwrap_err();
         assert!(e.msg.contains("timed out"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(10));
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn extra_env_reaches_the_delegate() {
+        let d = tempdir("extra");
+        script(
+            &d,
+            "envecho",
+            r#"cat >/dev/null; printf '{"g":"%s"}' "$MANIFOLD_TEST_EXTRA""#,
+        );
+        let env = env_with_path(&d);
+        let extra = [("MANIFOLD_TEST_EXTRA", "42".to_string())];
+        let v = exec_with_env(&inv("envecho", &env, DEFAULT_TIMEOUT), &extra)
+            .unwrap()
+            .unwrap();
+        assert_eq!(v, serde_json::json!({"g": "42"}));
         std::fs::remove_dir_all(d).unwrap();
     }
 

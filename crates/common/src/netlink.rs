@@ -22,6 +22,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::os::fd::AsRawFd;
 use std::str::FromStr;
 
@@ -418,6 +419,22 @@ impl Netlink {
         }
     }
 
+    /// Deletes, in one request, every link of group `group` (`ip link del
+    /// group G`): the kernel waits out one RCU grace period for all of them
+    /// instead of one per link. `false` if the group had no link.
+    pub fn delete_link_group(&mut self, group: NonZeroU32) -> CniResult<bool> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::Group(group.get()));
+        match self.request(RouteNetlinkMessage::DelLink(msg), NLM_F_ACK)? {
+            Ok(_) => Ok(true),
+            Err(Refused(errno)) if errno == libc_errno::ENODEV => Ok(false),
+            Err(Refused(errno)) => Err(CniError::kernel(format!(
+                "delete the links of group {group}: {}",
+                refused_msg(errno)
+            ))),
+        }
+    }
+
     /// Sends one `RTM_SETLINK` for link `index`, built by `edit` (`what` names
     /// the change in errors): for link attributes no dedicated method covers,
     /// such as a PF's VF settings.
@@ -458,6 +475,13 @@ impl Netlink {
         self.set_link(index, "set down", |m| {
             m.header.flags = LinkFlags::empty();
             m.header.change_mask = LinkFlags::Up;
+        })
+    }
+
+    /// Puts a link into link group `group` (`IFLA_GROUP`).
+    pub fn set_group(&mut self, index: u32, group: u32) -> CniResult<()> {
+        self.set_link(index, &format!("set group {group}"), |m| {
+            m.attributes.push(LinkAttribute::Group(group))
         })
     }
 

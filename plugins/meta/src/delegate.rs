@@ -55,18 +55,31 @@ fn plugin_type(p: &Value) -> &str {
 
 impl Runner<'_> {
     fn exec(&self, att_if: &str, command: Command, conf: &Value) -> CniResult<Option<Value>> {
+        self.exec_with_env(att_if, command, conf, &[])
+    }
+
+    fn exec_with_env(
+        &self,
+        att_if: &str,
+        command: Command,
+        conf: &Value,
+        extra_env: &[(&str, String)],
+    ) -> CniResult<Option<Value>> {
         let env = CniEnv {
             command,
             ifname: att_if.to_string(),
             ..self.env.clone()
         };
-        delegate::exec(&Invocation {
-            plugin: plugin_type(conf),
-            command,
-            env: &env,
-            stdin: conf.to_string().as_bytes(),
-            timeout: DEFAULT_TIMEOUT,
-        })
+        delegate::exec_with_env(
+            &Invocation {
+                plugin: plugin_type(conf),
+                command,
+                env: &env,
+                stdin: conf.to_string().as_bytes(),
+                timeout: DEFAULT_TIMEOUT,
+            },
+            extra_env,
+        )
     }
 
     fn list(att: &Attachment) -> CniResult<NetConfList> {
@@ -91,9 +104,10 @@ impl Runner<'_> {
         Ok(prev.expect("a conflist has at least one plugin"))
     }
 
-    /// DEL: every plugin in reverse order, with the cached result as prevResult.
-    /// Every plugin runs even when one fails; the first error is returned.
-    pub fn del(&self, att: &Attachment) -> CniResult<()> {
+    /// DEL: every plugin in reverse order, with the cached result as prevResult
+    /// and `extra_env` added to their environment. Every plugin runs even when
+    /// one fails; the first error is returned.
+    pub fn del(&self, att: &Attachment, extra_env: &[(&str, String)]) -> CniResult<()> {
         let list = Self::list(att)?;
         let prev = att
             .result
@@ -102,7 +116,7 @@ impl Runner<'_> {
         tracing::debug!(network = %att.network, ifname = %att.ifname, "delegate DEL");
         let mut first_err = None;
         for c in plugin_configs(att, &list, prev).iter().rev() {
-            if let Err(e) = self.exec(&att.ifname, Command::Del, c) {
+            if let Err(e) = self.exec_with_env(&att.ifname, Command::Del, c, extra_env) {
                 tracing::warn!(network = %att.network, error = %e, "delegate DEL failed");
                 first_err.get_or_insert(e);
             }

@@ -7,6 +7,7 @@ mod config;
 mod default_route;
 mod delegate;
 mod devices;
+mod link_group;
 mod nad;
 mod names;
 mod plan;

@@ -6,6 +6,7 @@ use crate::cache::{Cache, Lock, State};
 use crate::config::ManifoldConf;
 use crate::default_route;
 use crate::delegate::Runner;
+use crate::link_group::{self, DeferredLinks};
 use crate::nad::Sources;
 use crate::names;
 use crate::plan::{self, Attachment, Inputs, PodRef};
@@ -110,28 +111,45 @@ impl<'a> Ctx<'a> {
 
     /// Deletes attachments (concurrently, or in reverse order when
     /// `sequential`); returns those whose DEL failed (in their original
-    /// order) and the first error.
+    /// order) and the first error. The links of Manifold's own delegates are
+    /// deleted together, as soon as the last of those delegates is done (see
+    /// [`DeferredLinks`]); if that fails, their attachments count as failed.
     fn delete_all(
         &self,
         atts: &[Attachment],
         sequential: bool,
     ) -> (Vec<Attachment>, Option<CniError>) {
         let runner = self.runner();
+        let deferred = DeferredLinks::new(self.env.netns.as_deref(), atts);
+        let del = |a: &Attachment| {
+            let outcome = runner.del(a, &deferred.env_for(a));
+            deferred.finished(a);
+            outcome
+        };
         let outcomes: Vec<CniResult<()>> = if sequential {
-            let mut out: Vec<_> = atts.iter().rev().map(|a| runner.del(a)).collect();
+            let mut out: Vec<_> = atts.iter().rev().map(del).collect();
             out.reverse();
             out
         } else {
-            concurrently(atts, |a| runner.del(a))
+            concurrently(atts, del)
         };
+        let links_left = deferred.into_error();
         let mut failed = Vec::new();
         let mut first = None;
         for (att, outcome) in atts.iter().zip(outcomes) {
-            if let Err(e) = outcome {
+            if outcome.is_err() || (links_left.is_some() && link_group::defers(att)) {
                 failed.push(att.clone());
+            }
+            if let Err(e) = outcome {
                 first.get_or_insert(
                     e.context(format!("network {:?} ({})", att.network, att.ifname)),
                 );
+            }
+        }
+        if let Some(e) = links_left {
+            match first {
+                Some(_) => tracing::error!(error = %e, "DEL: deferred links not deleted"),
+                None => first = Some(e),
             }
         }
         (failed, first)

@@ -1,0 +1,181 @@
+//! Deferred deletion of the links Manifold's own delegates made. Deleting a
+//! link costs the kernel an RCU grace period (~20 ms), even for links deleted
+//! concurrently; one request deleting a whole link group pays it once. So on
+//! DEL, the delegates that speak [`LINK_DELETE_GROUP_ENV`] only put their
+//! link into a group chosen for this call, and as soon as the last of them has
+//! finished, the group is deleted at once, while slower delegates still run.
+
+use crate::plan::Attachment;
+use manifold_common::child_link::LINK_DELETE_GROUP_ENV;
+use manifold_common::netlink::Netlink;
+use manifold_common::netns::NetNs;
+use manifold_common::{CniError, CniResult, Context, ErrorCode};
+use serde_json::Value;
+use std::hash::BuildHasher;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// Delegates whose DEL hands their link over (see [`LINK_DELETE_GROUP_ENV`]).
+const DEFERRING_PLUGINS: [&str; 2] = ["manifold-macvlan", "manifold-ipvlan"];
+
+/// High bits of every group this plugin picks ("MF"): far from the small
+/// numbers administrators give groups.
+const GROUP_BASE: u32 = 0x4d46_0000;
+
+/// The deferred links of one DEL of a pod's attachments.
+pub struct DeferredLinks<'a> {
+    group: NonZeroU32,
+    netns: Option<&'a Path>,
+    /// Deferring attachments whose DEL has not finished yet.
+    pending: AtomicUsize,
+    /// Names the deferring attachments, for errors.
+    networks: Vec<String>,
+    error: Mutex<Option<CniError>>,
+}
+
+impl<'a> DeferredLinks<'a> {
+    /// For deleting `atts` from the pod at `netns` (`None`: no netns, nothing to delete).
+    pub fn new(netns: Option<&'a Path>, atts: &[Attachment]) -> Self {
+        let networks: Vec<String> = atts
+            .iter()
+            .filter(|a| defers(a))
+            .map(|a| format!("{:?} ({})", a.network, a.ifname))
+            .collect();
+        DeferredLinks {
+            group: random_group(),
+            netns,
+            pending: AtomicUsize::new(networks.len()),
+            networks,
+            error: Mutex::new(None),
+        }
+    }
+
+    /// The environment `att`'s delegates get: the group for a deferring
+    /// attachment, nothing for the others (a third-party plugin could pass it
+    /// on to a nested Manifold delegate this call does not wait for).
+    pub fn env_for(&self, att: &Attachment) -> Vec<(&'static str, String)> {
+        if defers(att) {
+            vec![(LINK_DELETE_GROUP_ENV, self.group.to_string())]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Records that `att`'s DEL has finished (failed or not): after the last
+    /// deferring attachment, deletes the group.
+    pub fn finished(&self, att: &Attachment) {
+        if defers(att) && self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Err(e) = self.delete_group() {
+                *self.error.lock().expect("error lock") = Some(e);
+            }
+        }
+    }
+
+    /// Why the group could not be deleted, if it could not.
+    pub fn into_error(self) -> Option<CniError> {
+        self.error.into_inner().expect("error lock")
+    }
+
+    fn delete_group(&self) -> CniResult<()> {
+        let Some(path) = self.netns else {
+            return Ok(());
+        };
+        let pod = match NetNs::open(path) {
+            Ok(pod) => pod,
+            Err(e) if e.code == ErrorCode::UnknownContainer => {
+                tracing::debug!(netns = %path.display(), "DEL: netns gone, no links to delete");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let deleted = Netlink::open_in(&pod)
+            .context("open netlink in pod netns")?
+            .delete_link_group(self.group)
+            .with_context(|| format!("delete the links of {}", self.networks.join(", ")))?;
+        tracing::debug!(
+            group = self.group.get(),
+            deleted,
+            "DEL: deleted the deferred links"
+        );
+        Ok(())
+    }
+}
+
+/// Whether any plugin of `att` hands its link over on DEL.
+pub fn defers(att: &Attachment) -> bool {
+    let plugins = match att.config.get("plugins").and_then(Value::as_array) {
+        Some(list) => list.as_slice(),
+        None => std::slice::from_ref(&att.config),
+    };
+    plugins.iter().any(|p| {
+        p.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| DEFERRING_PLUGINS.contains(&t))
+    })
+}
+
+/// A group for one call: [`GROUP_BASE`] and 16 random bits.
+fn random_group() -> NonZeroU32 {
+    let bits = std::collections::hash_map::RandomState::new().hash_one(std::process::id()) as u32;
+    NonZeroU32::new(GROUP_BASE | (bits & 0xffff)).expect("GROUP_BASE is nonzero")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn att(config: Value) -> Attachment {
+        Attachment {
+            network: "ns/n".into(),
+            ifname: "net1".into(),
+            config,
+            runtime_config: Default::default(),
+            cni_args: None,
+            default: false,
+            default_route: None,
+            result: None,
+        }
+    }
+
+    #[test]
+    fn only_attachments_with_a_manifold_link_plugin_defer() {
+        let conf = |t: &str| json!({"cniVersion": "1.0.0", "name": "n", "type": t});
+        let list = |t: &str| json!({"cniVersion": "1.0.0", "name": "n", "plugins": [{"type": "tuning"}, {"type": t}]});
+        assert!(defers(&att(conf("manifold-macvlan"))));
+        assert!(defers(&att(list("manifold-ipvlan"))));
+        assert!(!defers(&att(conf("macvlan"))));
+        assert!(!defers(&att(list("bridge"))));
+        assert!(!defers(&att(json!({"plugins": "bad"}))));
+    }
+
+    #[test]
+    fn only_deferring_attachments_get_the_group() {
+        let mv = att(json!({"type": "manifold-macvlan"}));
+        let ref_mv = att(json!({"type": "macvlan"}));
+        let d = DeferredLinks::new(None, &[mv.clone(), ref_mv.clone()]);
+        let env = d.env_for(&mv);
+        assert_eq!(env.len(), 1);
+        assert_eq!(env[0].0, "MANIFOLD_LINK_DELETE_GROUP");
+        let g: u32 = env[0].1.parse().unwrap();
+        assert_eq!(g & 0xffff_0000, GROUP_BASE);
+        assert!(d.env_for(&ref_mv).is_empty());
+    }
+
+    #[test]
+    fn only_deferring_dels_count_down() {
+        let mv = att(json!({"type": "manifold-macvlan"}));
+        let other = att(json!({"type": "bridge"}));
+        // No netns: the group delete at zero is a no-op.
+        let d = DeferredLinks::new(None, &[mv.clone(), other.clone(), mv.clone()]);
+        assert_eq!(d.pending.load(Ordering::Acquire), 2);
+        d.finished(&mv);
+        d.finished(&other);
+        assert_eq!(d.pending.load(Ordering::Acquire), 1);
+        d.finished(&mv);
+        assert_eq!(d.pending.load(Ordering::Acquire), 0);
+        assert!(d.into_error().is_none());
+    }
+}
