@@ -192,6 +192,21 @@ impl MetaLab {
             .run(conf.to_string().as_bytes())
     }
 
+    /// DEL with the pod's `k8s.v1.cni.cncf.io/networks` annotation in
+    /// runtimeConfig, as containerd passes it on DEL too.
+    pub fn del_annotated(
+        &self,
+        conf: &Value,
+        id: &str,
+        pod: Option<&TestNetns>,
+        networks: &str,
+    ) -> Output {
+        let mut c = conf.clone();
+        c["runtimeConfig"] = json!({"io.kubernetes.cri.pod-annotations":
+            {"k8s.v1.cni.cncf.io/networks": networks}});
+        self.call("DEL", id, pod, id).run(c.to_string().as_bytes())
+    }
+
     /// Addresses manifold-ipam still holds (leak check).
     pub fn manifold_ipam_allocations(&self) -> Vec<String> {
         let mut out = Vec::new();

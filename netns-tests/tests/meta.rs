@@ -9,6 +9,7 @@ use manifold_netns_tests::meta::{
 use manifold_netns_tests::topology::{addresses, routes};
 use manifold_netns_tests::{settle, snapshot, TestNetns};
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 
 /// The JSON selection of all five extras for pod number `n` (ext-e gets static ips and a MAC).
 fn five_extras(n: u8) -> String {
@@ -595,7 +596,7 @@ fn gc_removes_stale_containers_and_status_follows_the_readiness_file() {
     let ready = lab.t.dir.join("ready");
     let conf = lab.manifold_conf(
         "podmv",
-        json!({"readinessindicatorfile": ready.display().to_string()}),
+        json!({"readinessindicatorfile": ready.display().to_string(), "readinessTimeout": 0.3}),
     );
     let pods = [lab.t.pod("mfmg1"), lab.t.pod("mfmg2")];
     let status = |c: &Value| {
@@ -605,12 +606,19 @@ fn gc_removes_stale_containers_and_status_follows_the_readiness_file() {
     };
     let s = status(&conf);
     assert_eq!(s.error_code(), 50, "{s:?}");
+    let t0 = Instant::now();
     let out = lab.add(&conf, "g1", &pods[0], "ext-a");
     assert_eq!(
         out.error_code(),
         11,
         "ADD before the readiness file: {out:?}"
     );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(300),
+        "ADD did not wait"
+    );
+    assert_eq!(link_names(&pods[0]), ["lo"], "attached before ready");
+    assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
     std::fs::write(&ready, "").unwrap();
     assert_eq!(status(&conf).code, 0);
     lab.add(&conf, "g1", &pods[0], "ext-a, ext-c").result();
@@ -632,6 +640,86 @@ fn gc_removes_stale_containers_and_status_follows_the_readiness_file() {
     );
     assert_eq!(lab.del(&conf, "g1", Some(&pods[0])).code, 0);
     assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
+}
+
+/// ADD waits for the readiness file (the default network's agent writing it
+/// late) instead of failing at once, as Multus does.
+#[test]
+fn add_waits_for_the_readiness_file() {
+    let lab = MetaLab::new("mfmw");
+    lab.default_networks();
+    lab.extra_networks();
+    let ready = lab.t.dir.join("ready");
+    let conf = lab.manifold_conf(
+        "podmv",
+        json!({"readinessindicatorfile": ready.display().to_string()}),
+    );
+    let pod = lab.t.pod("mfmw1");
+    let t0 = Instant::now();
+    let writer = {
+        let ready = ready.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::write(ready, "").unwrap();
+        })
+    };
+    let r = lab.add(&conf, "w1", &pod, "ext-a").result().clone();
+    writer.join().unwrap();
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    assert_eq!(sandbox_ifnames(&r), ["eth0", "net1"]);
+    assert_eq!(lab.del(&conf, "w1", Some(&pod)).code, 0);
+    assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
+}
+
+/// A lost cache (`/var/lib/cni` wiped, or ADD killed before writing it):
+/// DEL rebuilds the plan from the config and the pod's annotations, as
+/// Multus does, and releases every address of host-local and manifold-ipam.
+#[test]
+fn del_without_cache_rebuilds_the_plan_and_releases_everything() {
+    let lab = MetaLab::new("mfml");
+    lab.default_networks();
+    lab.extra_networks();
+    let conf = lab.manifold_conf("podnet", json!({}));
+    let before = lab.t.host_snapshot();
+    let pod = lab.t.pod("mfml1");
+    let networks = five_extras(1);
+    lab.add(&conf, "lost", &pod, &networks).result();
+    assert_eq!(lab.manifold_ipam_allocations().len(), 4);
+    assert_eq!(lab.t.host_local_reservations().len(), 6);
+    std::fs::remove_dir_all(lab.cni_dir.join("state")).unwrap();
+    let d = lab.del_annotated(&conf, "lost", Some(&pod), &networks);
+    assert_eq!(d.code, 0, "{d:?}");
+    assert_eq!(link_names(&pod), ["lo"]);
+    assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
+    assert_eq!(lab.t.host_snapshot(), before);
+}
+
+/// Without a cache, a network the annotation names but that no longer
+/// exists is skipped (logged); DEL still succeeds and releases the others.
+#[test]
+fn del_without_cache_skips_a_network_gone_and_releases_the_rest() {
+    let lab = MetaLab::new("mfmo");
+    lab.default_networks();
+    lab.extra_networks();
+    let conf = lab.manifold_conf("podnet", json!({"parallelDelegates": false}));
+    let pod = lab.t.pod("mfmo1");
+    let networks = five_extras(2);
+    lab.add(&conf, "orphan", &pod, &networks).result();
+    std::fs::remove_file(lab.cni_dir.join("state/orphan.json")).unwrap();
+    std::fs::remove_file(lab.conf_dir.join(format!("attachments/{POD_NS}/ext-c.yml"))).unwrap();
+    let d = lab.del_annotated(&conf, "orphan", Some(&pod), &networks);
+    assert_eq!(d.code, 0, "{d:?}");
+    // Only ext-c (net3, host-local 10.81.3.0/24 + fd81:3::/64) is left.
+    assert_eq!(link_names(&pod), ["lo", "net3"]);
+    let left = lab.leftovers();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(
+        left.iter()
+            .all(|a| a.starts_with("10.81.3.") || a.starts_with("fd81:3::")),
+        "{left:?}"
+    );
+    let log = std::fs::read_to_string(lab.t.dir.join("manifold.log")).unwrap();
+    assert!(log.contains("cannot be resolved"), "{log}");
 }
 
 /// The Kubernetes API path against `manifold_kube::fixture::ApiFixture`, a
@@ -691,12 +779,41 @@ fn api_path_reads_pod_and_nad_and_patches_network_status() {
     assert_eq!(status[1]["name"], "mfmns/api-net");
     assert_eq!(status[1]["interface"], "api0");
     assert_eq!(status[1]["ips"], json!(["10.81.7.2", "fd81:7::2"]));
-    // DEL needs nothing from the API.
+    // DEL clears network-status as Multus does: an empty list.
+    let del = |id: &str, pod: Option<&manifold_netns_tests::TestNetns>| {
+        lab.call("DEL", id, pod, "web-0")
+            .run(conf.to_string().as_bytes())
+    };
+    assert_eq!(del("api1", Some(&pod)).code, 0);
+    assert_eq!(link_names(&pod), ["lo"]);
+    assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
+    let patches = api.patches();
+    assert_eq!(patches.len(), 2, "{patches:?}");
+    assert_eq!(
+        patches[1].json(),
+        json!({"metadata": {"annotations": {"k8s.v1.cni.cncf.io/network-status": "[]"}}})
+    );
+    assert_eq!(
+        api.pod_annotations(POD_NS, "web-0").unwrap()["k8s.v1.cni.cncf.io/network-status"],
+        "[]"
+    );
+    // Without the netns (pod torn down), DEL leaves the API alone, as Multus does.
+    let add = |id: &str, pod: &manifold_netns_tests::TestNetns| {
+        lab.call("ADD", id, Some(pod), "web-0")
+            .run(conf.to_string().as_bytes())
+    };
+    let gone = lab.t.pod("mfma2");
+    add("api2", &gone).result();
+    drop(gone);
+    assert_eq!(del("api2", None).code, 0);
+    assert_eq!(api.patches().len(), 3, "DEL without netns patched");
+    // DEL succeeds without the API.
+    add("api3", &pod).result();
     drop(api);
-    let d = lab
-        .call("DEL", "api1", Some(&pod), "web-0")
-        .run(conf.to_string().as_bytes());
+    let t0 = Instant::now();
+    let d = del("api3", Some(&pod));
     assert_eq!(d.code, 0, "{d:?}");
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     assert_eq!(link_names(&pod), ["lo"]);
     assert!(lab.leftovers().is_empty(), "{:?}", lab.leftovers());
 }

@@ -78,6 +78,22 @@ fn bad_configs_and_annotations_get_the_right_code() {
             "invalid type: string \"5\"",
         ),
         (
+            "negative readinessTimeout",
+            manifold(&d, json!({"readinessTimeout": -1}), "")
+                .to_string()
+                .into_bytes(),
+            7,
+            "readinessTimeout",
+        ),
+        (
+            "readinessTimeout not a number",
+            manifold(&d, json!({"readinessTimeout": "45s"}), "")
+                .to_string()
+                .into_bytes(),
+            7,
+            "readinessTimeout",
+        ),
+        (
             "unknown network",
             manifold(&d, json!({}), "net-b").to_string().into_bytes(),
             7,
@@ -148,5 +164,44 @@ fn check_of_an_unknown_container_fails_and_del_succeeds() {
         std::fs::read_dir(d.0.join("cache/lock")).unwrap().count(),
         0,
         "no lock file left"
+    );
+}
+
+/// ADD waits `readinessTimeout` for the readiness file, then gives up with
+/// code 11 having touched nothing; STATUS never waits.
+#[test]
+fn add_waits_for_the_readiness_file_then_fails_and_status_does_not_wait() {
+    let d = conf_dir("ready");
+    let ready = d.0.join("ready");
+    let conf = manifold(
+        &d,
+        json!({"readinessindicatorfile": ready.display().to_string(), "readinessTimeout": 0.3}),
+        "net-a",
+    );
+    let t0 = std::time::Instant::now();
+    let out = add(conf.to_string().as_bytes());
+    let waited = t0.elapsed();
+    assert_eq!(out.error_code(), 11, "{out:?}");
+    assert!(
+        waited >= std::time::Duration::from_millis(300),
+        "{waited:?}"
+    );
+    assert!(
+        out.error_msg().contains("after waiting 0.3s"),
+        "{}",
+        out.error_msg()
+    );
+    assert!(!d.0.join("cache").exists(), "cache dir created");
+
+    let mut patient = conf.clone();
+    patient["readinessTimeout"] = json!(45);
+    let t0 = std::time::Instant::now();
+    let status = Call::new("manifold")
+        .verb("STATUS", "", "", "")
+        .run(patient.to_string().as_bytes());
+    assert_eq!(status.error_code(), 50, "{status:?}");
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(2),
+        "STATUS waited"
     );
 }

@@ -6,6 +6,7 @@ use manifold_common::{CniError, CniResult};
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Where NAD files and named confs live unless `confDir` says otherwise.
 pub const DEFAULT_CONF_DIR: &str = "/etc/cni/net.d/manifold.d";
@@ -16,6 +17,9 @@ pub const DEFAULT_MAX_ATTACHMENTS: usize = 5;
 /// Namespace of the NADs named by `clusterNetwork`, `defaultNetworks` and the
 /// default-network override (Multus' `multusNamespace`).
 pub const DEFAULT_MULTUS_NAMESPACE: &str = "kube-system";
+/// How long ADD waits for `readinessindicatorfile` unless `readinessTimeout`
+/// says otherwise (Multus waits 45 s).
+pub const DEFAULT_READINESS_TIMEOUT: Duration = Duration::from_secs(45);
 
 /// `clusterNetwork`: a name (NAD or conf in `confDir`), a path, or the config itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +57,8 @@ pub struct ManifoldConf {
     pub bin_dir: Option<PathBuf>,
     /// A file that must exist before pods are attached.
     pub readiness_indicator_file: Option<PathBuf>,
+    /// How long ADD waits for that file (`readinessTimeout`, seconds; zero: not at all).
+    pub readiness_timeout: Duration,
     /// Most extra attachments per pod.
     pub max_attachments: usize,
     /// Run the attachments' delegates concurrently (default) or one after
@@ -107,6 +113,8 @@ struct Wire {
     bin_dir: Option<String>,
     #[serde(rename = "readinessindicatorfile", default)]
     readiness_indicator_file: Option<String>,
+    #[serde(rename = "readinessTimeout", default)]
+    readiness_timeout: Option<Value>,
     #[serde(rename = "maxAttachments", default)]
     max_attachments: Option<usize>,
     #[serde(rename = "parallelDelegates", default)]
@@ -125,6 +133,20 @@ fn absolute(field: &str, s: Option<String>) -> CniResult<Option<PathBuf>> {
             "{field} {p:?} must be an absolute path without '..'"
         ))),
     }
+}
+
+/// `readinessTimeout`: a non-negative number of seconds.
+fn readiness_timeout(v: Option<Value>) -> CniResult<Duration> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(DEFAULT_READINESS_TIMEOUT);
+    };
+    v.as_f64()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| {
+            CniError::config(format!(
+                "readinessTimeout must be a number of seconds, 0 or more (0: do not wait for readinessindicatorfile), not {v}"
+            ))
+        })
 }
 
 fn namespaces(field: &str, list: Option<StringOrList>) -> CniResult<Option<Vec<String>>> {
@@ -193,6 +215,7 @@ impl ManifoldConf {
                 "readinessindicatorfile",
                 w.readiness_indicator_file,
             )?,
+            readiness_timeout: readiness_timeout(w.readiness_timeout)?,
             max_attachments,
             parallel_delegates: w.parallel_delegates.unwrap_or(true),
             kubelet_checkpoint: absolute("kubeletCheckpoint", w.kubelet_checkpoint)?
@@ -237,6 +260,20 @@ mod tests {
         assert_eq!(c.system_namespaces, vec!["kube-system"]);
         assert_eq!(c.multus_namespace, "kube-system");
         assert!(!c.namespace_isolation);
+        assert_eq!(c.readiness_timeout, Duration::from_secs(45));
+    }
+
+    #[test]
+    fn readiness_timeout_in_seconds() {
+        let c = load(json!({"clusterNetwork": "x", "readinessTimeout": 0.3})).unwrap();
+        assert_eq!(c.readiness_timeout, Duration::from_millis(300));
+        let c = load(json!({"clusterNetwork": "x", "readinessTimeout": 0})).unwrap();
+        assert!(c.readiness_timeout.is_zero());
+        for bad in [json!(-1), json!("45"), json!(true), json!(1e300)] {
+            let e = load(json!({"clusterNetwork": "x", "readinessTimeout": bad})).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidConfig, "{bad}");
+            assert!(e.msg.contains("readinessTimeout"), "{e}");
+        }
     }
 
     #[test]

@@ -135,13 +135,47 @@ fn check_capabilities(net: &Network, rc: &Map<String, Value>) -> CniResult<()> {
 
 /// Builds and checks the whole plan.
 pub fn build(i: &Inputs) -> CniResult<Vec<Attachment>> {
-    let conf = i.conf;
-    let api = i.sources.api.is_some();
-    let pod_ns = i.pod.map(|p| p.namespace.as_str());
-    let default = default_network(conf, i.sources, i.annotations)?;
+    let mut plan = vec![default_attachment(i)?];
+    let mut extras = Extras::new(i);
+    for (idx, (sel, origin)) in selections(i)?.into_iter().enumerate() {
+        plan.push(extras.resolve(idx, sel, origin)?);
+    }
+    Ok(plan)
+}
+
+/// The plan DEL rebuilds when nothing was cached: every attachment that can
+/// still be resolved, in ADD's order and with ADD's interface names; each one
+/// that cannot (network gone, API down, a check failing) is logged and left out.
+pub fn rebuild(i: &Inputs) -> Vec<Attachment> {
+    let skip = |what: &str, e: CniError| {
+        tracing::warn!(error = %e, "DEL without cache: {what} cannot be resolved, not deleted");
+    };
+    let mut plan = Vec::new();
+    match default_attachment(i) {
+        Ok(a) => plan.push(a),
+        Err(e) => skip("the default network", e),
+    }
+    let wanted = selections(i).unwrap_or_else(|e| {
+        skip("the extra networks", e);
+        Vec::new()
+    });
+    let mut extras = Extras::new(i);
+    for (idx, (sel, origin)) in wanted.into_iter().enumerate() {
+        let name = sel.name.clone();
+        match extras.resolve(idx, sel, origin) {
+            Ok(a) => plan.push(a),
+            Err(e) => skip(&format!("network {name:?}"), e),
+        }
+    }
+    plan
+}
+
+/// The default network's attachment, on the runtime's interface.
+fn default_attachment(i: &Inputs) -> CniResult<Attachment> {
+    let default = default_network(i.conf, i.sources, i.annotations)?;
     let mut runtime_config = i.runtime_config.clone();
     runtime_config.remove("io.kubernetes.cri.pod-annotations");
-    let mut plan = vec![Attachment {
+    Ok(Attachment {
         network: default.key,
         ifname: i.ifname.to_string(),
         config: default.config,
@@ -150,8 +184,14 @@ pub fn build(i: &Inputs) -> CniResult<Vec<Attachment>> {
         default: true,
         default_route: None,
         result: None,
-    }];
+    })
+}
 
+/// The extra networks asked for (`defaultNetworks`, then the annotation),
+/// each with its origin, namespaces filled in.
+fn selections<'i>(i: &'i Inputs) -> CniResult<Vec<(Selection, &'i str)>> {
+    let conf = i.conf;
+    let pod_ns = i.pod.map(|p| p.namespace.as_str());
     let mut wanted: Vec<(Selection, &str)> = Vec::new();
     let system = pod_ns.is_some_and(|ns| conf.system_namespaces.iter().any(|s| s == ns));
     if !system {
@@ -171,17 +211,6 @@ pub fn build(i: &Inputs) -> CniResult<Vec<Attachment>> {
                 .namespace
                 .clone()
                 .unwrap_or_else(|| pod_ns.unwrap_or("default").to_string());
-            if conf.namespace_isolation
-                && Some(ns.as_str()) != pod_ns
-                && !conf.global_namespaces.contains(&ns)
-            {
-                return Err(CniError::config(format!(
-                    "{}: network {ns}/{} is in another namespace than the pod ({}) and namespaceIsolation is on",
-                    selection::NETWORKS_ANNOTATION,
-                    sel.name,
-                    pod_ns.unwrap_or("none")
-                )));
-            }
             sel.namespace = Some(ns);
             wanted.push((sel, selection::NETWORKS_ANNOTATION));
         }
@@ -193,22 +222,54 @@ pub fn build(i: &Inputs) -> CniResult<Vec<Attachment>> {
             conf.max_attachments
         )));
     }
+    Ok(wanted)
+}
 
-    let mut ifnames: HashSet<String> = HashSet::from([i.ifname.to_string()]);
-    let mut devices: Option<PodDevices> = None;
-    for (idx, (sel, origin)) in wanted.into_iter().enumerate() {
-        let ns = sel.namespace.as_deref().expect("namespace resolved above");
+/// Resolves the extra attachments one by one: interface names taken so far
+/// and the pod's devices not yet handed out.
+struct Extras<'a> {
+    i: &'a Inputs<'a>,
+    ifnames: HashSet<String>,
+    devices: Option<PodDevices>,
+}
+
+impl<'a> Extras<'a> {
+    fn new(i: &'a Inputs<'a>) -> Self {
+        Extras {
+            i,
+            ifnames: HashSet::from([i.ifname.to_string()]),
+            devices: None,
+        }
+    }
+
+    /// The attachment of selection number `idx` (from `origin`), checked.
+    fn resolve(&mut self, idx: usize, sel: Selection, origin: &str) -> CniResult<Attachment> {
+        let (i, conf) = (self.i, self.i.conf);
+        let pod_ns = i.pod.map(|p| p.namespace.as_str());
+        let ns = sel.namespace.as_deref().expect("namespace resolved");
         let reference = format!("{ns}/{}", sel.name);
+        if origin == selection::NETWORKS_ANNOTATION
+            && conf.namespace_isolation
+            && Some(ns) != pod_ns
+            && !conf.global_namespaces.iter().any(|g| g == ns)
+        {
+            return Err(CniError::config(format!(
+                "{origin}: network {reference} is in another namespace than the pod ({}) and namespaceIsolation is on",
+                pod_ns.unwrap_or("none")
+            )));
+        }
         let net = i
             .sources
             .nad(ns, &sel.name)
             .map_err(|e| e.context(origin))?
-            .ok_or_else(|| nad::unknown(origin, &reference, &conf.conf_dir, api))?;
+            .ok_or_else(|| {
+                nad::unknown(origin, &reference, &conf.conf_dir, i.sources.api.is_some())
+            })?;
         let ifname = sel
             .interface
             .clone()
             .unwrap_or_else(|| format!("net{}", idx + 1));
-        if !ifnames.insert(ifname.clone()) {
+        if !self.ifnames.insert(ifname.clone()) {
             return Err(CniError::config(format!(
                 "{origin}: network {reference} would use interface {ifname:?}, which another attachment already uses"
             )));
@@ -217,26 +278,10 @@ pub fn build(i: &Inputs) -> CniResult<Vec<Attachment>> {
         check_capabilities(&net, &rc)?;
         let mut config = net.config;
         if let (Some(resource), None) = (&net.resource_name, &sel.device_id) {
-            if devices.is_none() {
-                let uid = i.pod_uid.filter(|u| !u.is_empty()).ok_or_else(|| {
-                    CniError::config(format!(
-                        "{origin}: network {reference} needs a device of {resource:?}, but the runtime sent no K8S_POD_UID to find the pod's devices"
-                    ))
-                })?;
-                devices = Some(PodDevices::load(&conf.kubelet_checkpoint, uid)?);
-            }
-            let id = devices
-                .as_mut()
-                .and_then(|d| d.take(resource))
-                .ok_or_else(|| {
-                    CniError::config(format!(
-                        "{origin}: network {reference} needs a device of {resource:?}, and kubelet allocated none (left) to this pod ({}): request the resource in the pod spec",
-                        conf.kubelet_checkpoint.display()
-                    ))
-                })?;
+            let id = self.device(origin, &reference, resource)?;
             set_device_id(&mut config, &id);
         }
-        plan.push(Attachment {
+        Ok(Attachment {
             network: net.key,
             ifname,
             config,
@@ -245,14 +290,42 @@ pub fn build(i: &Inputs) -> CniResult<Vec<Attachment>> {
             default: false,
             default_route: sel.default_route,
             result: None,
-        });
+        })
     }
-    Ok(plan)
+
+    /// The next device of `resource` kubelet allocated to the pod.
+    fn device(&mut self, origin: &str, reference: &str, resource: &str) -> CniResult<String> {
+        let conf = self.i.conf;
+        if self.devices.is_none() {
+            let uid = self.i.pod_uid.filter(|u| !u.is_empty()).ok_or_else(|| {
+                CniError::config(format!(
+                    "{origin}: network {reference} needs a device of {resource:?}, but the runtime sent no K8S_POD_UID to find the pod's devices"
+                ))
+            })?;
+            self.devices = Some(PodDevices::load(&conf.kubelet_checkpoint, uid)?);
+        }
+        self.devices
+            .as_mut()
+            .and_then(|d| d.take(resource))
+            .ok_or_else(|| {
+                CniError::config(format!(
+                    "{origin}: network {reference} needs a device of {resource:?}, and kubelet allocated none (left) to this pod ({}): request the resource in the pod spec",
+                    conf.kubelet_checkpoint.display()
+                ))
+            })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (network, ifname) of each attachment.
+    fn names(p: &[Attachment]) -> Vec<(&str, &str)> {
+        p.iter()
+            .map(|a| (a.network.as_str(), a.ifname.as_str()))
+            .collect()
+    }
     use manifold_common::config::NetConf;
     use manifold_common::ErrorCode;
     use serde_json::json;
@@ -329,6 +402,10 @@ mod tests {
     }
 
     fn plan(dir: &Path, extra: Value, networks: &str) -> CniResult<Vec<Attachment>> {
+        with_inputs(dir, extra, networks, build)
+    }
+
+    fn with_inputs<T>(dir: &Path, extra: Value, networks: &str, f: impl FnOnce(&Inputs) -> T) -> T {
         let c = conf(dir, extra);
         let sources = Sources {
             conf_dir: dir,
@@ -347,7 +424,7 @@ mod tests {
         }
         let rc = json!({"portMappings": [{"hostPort": 80, "containerPort": 8080}],
                         "io.kubernetes.cri.pod-annotations": {}});
-        build(&Inputs {
+        f(&Inputs {
             pod_uid: None,
             conf: &c,
             sources: &sources,
@@ -359,6 +436,29 @@ mod tests {
     }
 
     #[test]
+    fn rebuild_leaves_out_what_no_longer_resolves_and_keeps_the_names() {
+        let d = setup("rebuild");
+        let p = with_inputs(
+            &d.0,
+            json!({}),
+            "a, gone, ns1/b@fast0, other/x@eth0, c",
+            rebuild,
+        );
+        let got = names(&p);
+        assert_eq!(
+            got,
+            [
+                ("podnet", "eth0"),
+                ("ns1/a", "net1"),
+                ("ns1/b", "fast0"),
+                ("ns1/c", "net5")
+            ]
+        );
+        let broken = with_inputs(&d.0, json!({"clusterNetwork": "nosuch"}), "[{", rebuild);
+        assert!(broken.is_empty(), "{broken:?}");
+    }
+
+    #[test]
     fn default_first_then_extras_named_by_position() {
         let d = setup("order");
         let p = plan(
@@ -367,10 +467,7 @@ mod tests {
             "a, ns1/b@fast0, c",
         )
         .unwrap();
-        let got: Vec<(&str, &str)> = p
-            .iter()
-            .map(|a| (a.network.as_str(), a.ifname.as_str()))
-            .collect();
+        let got = names(&p);
         assert_eq!(
             got,
             [
@@ -546,10 +643,7 @@ mod tests {
             runtime_config: Map::new(),
         })
         .unwrap();
-        let got: Vec<(&str, &str)> = p
-            .iter()
-            .map(|a| (a.network.as_str(), a.ifname.as_str()))
-            .collect();
+        let got = names(&p);
         assert_eq!(
             got,
             [

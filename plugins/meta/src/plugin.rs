@@ -1,6 +1,7 @@
 //! The verbs: ADD plans every attachment, delegates them in order and rolls
-//! all back on any failure; DEL, CHECK and GC work from the cache; STATUS
-//! asks the default network and the readiness file.
+//! all back on any failure; DEL, CHECK and GC work from the cache (DEL
+//! rebuilds the plan when there is none); STATUS asks the default network and
+//! the readiness file.
 
 use crate::cache::{Cache, Lock, State};
 use crate::config::ManifoldConf;
@@ -19,7 +20,14 @@ use manifold_common::{CniError, CniResult, ErrorCode, NetworkResult};
 use manifold_kube::KubeClient;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How often ADD looks for `readinessindicatorfile` while it waits.
+const READINESS_POLL: Duration = Duration::from_millis(100);
+
+/// What network-status is set to when the pod's attachments go (as Multus: an empty list).
+const NO_NETWORK_STATUS: &str = "[]";
 
 /// The `manifold` meta-plugin.
 pub struct Manifold;
@@ -60,17 +68,32 @@ impl<'a> Ctx<'a> {
             .transpose()
     }
 
-    fn readiness(&self, code: ErrorCode) -> CniResult<()> {
-        match &self.conf.readiness_indicator_file {
-            Some(f) if !f.exists() => Err(CniError::new(
-                code,
-                format!(
-                    "readiness indicator file {} does not exist: the default network is not ready",
-                    f.display()
-                ),
-            )),
-            _ => Ok(()),
+    /// Waits up to `wait` (polling every [`READINESS_POLL`]) for
+    /// `readinessindicatorfile`; error `code` if it is still missing then.
+    fn readiness(&self, code: ErrorCode, wait: Duration) -> CniResult<()> {
+        let Some(f) = &self.conf.readiness_indicator_file else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + wait;
+        while !f.exists() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let waited = if wait.is_zero() {
+                    String::new()
+                } else {
+                    format!(" after waiting {}s (readinessTimeout)", wait.as_secs_f64())
+                };
+                return Err(CniError::new(
+                    code,
+                    format!(
+                        "readiness indicator file {} does not exist{waited}: the default network is not ready",
+                        f.display()
+                    ),
+                ));
+            }
+            std::thread::sleep(left.min(READINESS_POLL));
         }
+        Ok(())
     }
 
     fn pod(&self) -> CniResult<Option<PodRef>> {
@@ -107,6 +130,35 @@ impl<'a> Ctx<'a> {
             }
         }
         Ok(pod.annotations)
+    }
+
+    /// The runtime's runtimeConfig, for the default network.
+    fn runtime_config(&self) -> Map<String, Value> {
+        self.call
+            .conf
+            .raw
+            .get("runtimeConfig")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// What the plan of this call is built from.
+    fn inputs<'b>(
+        &'b self,
+        sources: &'b Sources<'b>,
+        pod: Option<&'b PodRef>,
+        annotations: &'b BTreeMap<String, String>,
+    ) -> Inputs<'b> {
+        Inputs {
+            conf: &self.conf,
+            sources,
+            pod,
+            annotations,
+            ifname: &self.call.env.ifname,
+            pod_uid: self.call.env.args.get("K8S_POD_UID"),
+            runtime_config: self.runtime_config(),
+        }
     }
 
     /// Deletes attachments (concurrently, or in reverse order when
@@ -204,7 +256,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn add(&self) -> CniResult<NetworkResult> {
-        self.readiness(ErrorCode::TryAgainLater)?;
+        self.readiness(ErrorCode::TryAgainLater, self.conf.readiness_timeout)?;
         let netns = self
             .call
             .env
@@ -224,23 +276,7 @@ impl<'a> Ctx<'a> {
             conf_dir: &self.conf.conf_dir,
             api: api.as_ref(),
         };
-        let runtime_config = self
-            .call
-            .conf
-            .raw
-            .get("runtimeConfig")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_else(Map::new);
-        let planned = plan::build(&Inputs {
-            conf: &self.conf,
-            sources: &sources,
-            pod: pod.as_ref(),
-            annotations: &annotations,
-            ifname: &self.call.env.ifname,
-            pod_uid: self.call.env.args.get("K8S_POD_UID"),
-            runtime_config,
-        })?;
+        let planned = plan::build(&self.inputs(&sources, pod.as_ref(), &annotations))?;
 
         let id = &self.call.env.container_id;
         let lock = self.cache.lock(id)?;
@@ -287,7 +323,7 @@ impl<'a> Ctx<'a> {
             let value = serde_json::to_string_pretty(&status).expect("status serializes");
             let ann = BTreeMap::from([(NETWORK_STATUS_ANNOTATION.to_string(), value)]);
             if let Err(e) = api.patch_pod_annotations(&p.namespace, &p.name, &ann) {
-                tracing::warn!(pod = %format!("{}/{}", p.namespace, p.name), error = %e, "could not patch network-status");
+                tracing::warn!(pod = %pod_name(p), error = %e, "could not patch network-status");
             }
         }
         Ok(merged)
@@ -304,16 +340,76 @@ impl<'a> Ctx<'a> {
         cause
     }
 
+    /// DEL: clears the pod's network-status (with an API, while the netns
+    /// exists), then deletes what ADD cached or, with no cache, what the
+    /// current config and annotations name.
     fn del(&self) -> CniResult<()> {
         let id = &self.call.env.container_id;
         let lock = self.cache.lock(id)?;
-        match self.cache.load(id)? {
-            Some(state) => self.forget(lock, state, !self.conf.parallel_delegates),
-            None => {
-                tracing::debug!(container = %id, "DEL: nothing cached");
-                self.cache.remove(lock, id)
-            }
+        let cached = self.cache.load(id)?;
+        let netns_exists = self.env.netns.as_deref().is_some_and(Path::exists);
+        let from_runtime = self.call.conf.runtime_config.pod_annotations.as_ref();
+        let pod = self
+            .pod()
+            .inspect_err(|e| tracing::warn!(error = %e, "DEL: ignoring the pod"))
+            .ok()
+            .flatten();
+        let api = pod.as_ref().and_then(|_| self.del_api());
+        // The pod (its UID checked) is read only if something needs it.
+        let need_pod = netns_exists || (cached.is_none() && from_runtime.is_none());
+        let from_api = match (&api, &pod) {
+            (Some(api), Some(p)) if need_pod => Some(self.pod_from_api(api, p).inspect_err(|e| {
+                tracing::warn!(pod = %pod_name(p), error = %e, "DEL: cannot read the pod");
+            })),
+            _ => None,
+        };
+        if let (true, Some(api), Some(p), Some(Ok(_))) = (netns_exists, &api, &pod, &from_api) {
+            clear_network_status(api, p);
         }
+        let Some(state) = cached else {
+            // An API that did not answer (or names another pod) is not asked again.
+            let api_down = matches!(&from_api, Some(Err(e)) if e.code == ErrorCode::TryAgainLater);
+            let annotations = match (from_runtime, from_api) {
+                (Some(a), _) => a.clone(),
+                (None, Some(Ok(a))) => a,
+                _ => BTreeMap::new(),
+            };
+            let sources = Sources {
+                conf_dir: &self.conf.conf_dir,
+                api: api.as_ref().filter(|_| !api_down),
+            };
+            let result = self.del_uncached(&self.inputs(&sources, pod.as_ref(), &annotations));
+            self.cache.remove(lock, id)?;
+            return result;
+        };
+        self.forget(lock, state, !self.conf.parallel_delegates)
+    }
+
+    /// The API client for DEL, if configured. Its requests are bounded by
+    /// half of [`manifold_kube::DEFAULT_TIMEOUT`], so that the two DEL makes
+    /// (read the pod, clear its network-status) never delay DEL beyond it. A
+    /// bad kubeconfig is logged: DEL works without the API.
+    fn del_api(&self) -> Option<KubeClient> {
+        let kubeconfig = self.conf.kubeconfig.as_deref()?;
+        KubeClient::from_kubeconfig_with_timeout(kubeconfig, manifold_kube::DEFAULT_TIMEOUT / 2)
+            .inspect_err(|e| tracing::warn!(error = %e, "DEL: no Kubernetes API client"))
+            .ok()
+    }
+
+    /// DEL with nothing cached (cache lost, or ADD stopped before writing
+    /// it): deletes every attachment the current config and annotations still
+    /// resolve to, as Multus does, so that no address leaks. Nothing is
+    /// cached; the first delegate error is returned, for the runtime to retry.
+    fn del_uncached(&self, inputs: &Inputs) -> CniResult<()> {
+        let atts = plan::rebuild(inputs);
+        tracing::info!(
+            container = %self.call.env.container_id,
+            networks = ?atts.iter().map(|a| a.network.as_str()).collect::<Vec<_>>(),
+            "DEL: nothing cached, deleting what the config and annotations name"
+        );
+        self.delete_all(&atts, !self.conf.parallel_delegates)
+            .1
+            .map_or(Ok(()), Err)
     }
 
     fn check(&self) -> CniResult<()> {
@@ -398,7 +494,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn status(&self) -> CniResult<()> {
-        self.readiness(ErrorCode::PluginNotAvailable)?;
+        self.readiness(ErrorCode::PluginNotAvailable, Duration::ZERO)?;
         let api = self.api()?;
         let sources = Sources {
             conf_dir: &self.conf.conf_dir,
@@ -431,6 +527,25 @@ impl Plugin for Manifold {
 
     fn status(&self, call: &Call) -> CniResult<()> {
         Ctx::new(call)?.status()
+    }
+}
+
+fn pod_name(p: &PodRef) -> String {
+    format!("{}/{}", p.namespace, p.name)
+}
+
+/// Sets the pod's network-status to [`NO_NETWORK_STATUS`] (Multus'
+/// `SetNetworkStatus(nil)`), best effort: a failure is only logged.
+fn clear_network_status(api: &KubeClient, p: &PodRef) {
+    let ann = BTreeMap::from([(
+        NETWORK_STATUS_ANNOTATION.to_string(),
+        NO_NETWORK_STATUS.to_string(),
+    )]);
+    match api.patch_pod_annotations(&p.namespace, &p.name, &ann) {
+        Ok(()) => tracing::debug!(pod = %pod_name(p), "DEL: network-status cleared"),
+        Err(e) => {
+            tracing::warn!(pod = %pod_name(p), error = %e, "DEL: could not clear network-status")
+        }
     }
 }
 
