@@ -1,6 +1,7 @@
 //! manifold-macvlan against real namespaces, run as a runtime runs it: inside
 //! a "host" netns holding the master, attaching "pod" netns the test created.
 
+use manifold_netns_tests::meta::link_names;
 use manifold_netns_tests::topology::{
     addresses, link_details, reference, routes, Topology, MASTER, VERSIONS,
 };
@@ -172,6 +173,41 @@ fn in_process_host_local_matches_the_reference_and_shares_its_data_dir() {
         "leaked: {:?}",
         t.host_local_reservations()
     );
+}
+
+/// manifold-ipam is linked into manifold-macvlan: it allocates and releases
+/// with no manifold-ipam binary in CNI_PATH; `MANIFOLD_DELEGATE_IPAM=1`
+/// makes the plugin exec it, which then fails naming what is missing.
+#[test]
+fn manifold_ipam_runs_in_process_unless_delegation_is_asked() {
+    let t = Topology::new("mvi");
+    let pod = t.pod("mvip");
+    let data = t.dir.join("ipam-local");
+    let ipam = json!({"type": "manifold-ipam", "dataDir": data.display().to_string(),
+                      "ranges": [[{"subnet": "10.82.0.0/24"}], [{"subnet": "fd82::/64"}]]});
+    let c = conf("1.1.0", "manifold-macvlan", ipam);
+    let call = |verb| {
+        t.call("manifold-macvlan", verb, "i1", Some(&pod), "net1")
+            .env("CNI_PATH", "/usr/lib/cni")
+    };
+    let delegated = call("ADD")
+        .env("MANIFOLD_DELEGATE_IPAM", "1")
+        .run(c.to_string().as_bytes());
+    assert_ne!(delegated.code, 0, "{delegated:?}");
+    assert!(
+        delegated.stdout.contains("manifold-ipam"),
+        "{}",
+        delegated.stdout
+    );
+    assert_eq!(link_names(&pod), ["lo"], "a failed ADD leaves no link");
+    let added = call("ADD").run(c.to_string().as_bytes());
+    assert_eq!(added.ips(), ["10.82.0.2/24", "fd82::2/64"]);
+    let held = || std::fs::read_to_string(data.join("_shared.json")).unwrap_or_default();
+    assert!(held().contains("\"i1\""), "{}", held());
+    let deleted = call("DEL").run(c.to_string().as_bytes());
+    assert_eq!(deleted.code, 0, "{deleted:?}");
+    assert!(!held().contains("\"i1\""), "{}", held());
+    assert_eq!(link_names(&pod), ["lo"]);
 }
 
 #[test]

@@ -175,15 +175,27 @@ pub fn exec_with_env(
     if !done.stderr.is_empty() {
         tracing::debug!(plugin = inv.plugin, stderr = %tail(&done.stderr), "delegate stderr");
     }
-    let stdout = std::str::from_utf8(&done.stdout).unwrap_or("").trim();
-    if !done.success {
+    decode_output(&ctx, done.success, &done.stdout, &done.stderr)
+}
+
+/// What a plugin printed, as [`exec`] returns it: its result (None if it
+/// printed nothing), or its CNI error with its own code, the message
+/// prefixed with `ctx`; anything else is an error quoting the output.
+pub fn decode_output(
+    ctx: &str,
+    success: bool,
+    stdout: &[u8],
+    stderr: &[u8],
+) -> CniResult<Option<serde_json::Value>> {
+    let stdout = std::str::from_utf8(stdout).unwrap_or("").trim();
+    if !success {
         return Err(match serde_json::from_str::<WireError>(stdout) {
-            Ok(w) => CniError::from(w).context(&ctx),
+            Ok(w) => CniError::from(w).context(ctx),
             Err(_) => CniError::new(ErrorCode::Delegate, format!("{ctx}: failed")).with_details(
                 tail(if stdout.is_empty() {
-                    &done.stderr
+                    stderr
                 } else {
-                    &done.stdout
+                    stdout.as_bytes()
                 }),
             ),
         });

@@ -1,14 +1,50 @@
 //! IPAM delegation: the interface plugins run `ipam.type` with their own
 //! environment and stdin, changing only the verb. `host-local` runs
-//! in-process ([`hostlocal`]) unless `MANIFOLD_DELEGATE_HOST_LOCAL=1`.
+//! in-process ([`hostlocal`]) unless `MANIFOLD_DELEGATE_HOST_LOCAL=1`; an
+//! IPAM plugin linked into the binary ([`link_in_process`], e.g.
+//! manifold-ipam) runs in-process unless `MANIFOLD_DELEGATE_IPAM=1`.
 
 use crate::config::NetConf;
 use crate::delegate::{self, Invocation};
+use crate::dispatch::{self, Plugin};
 use crate::env::{CniEnv, Command};
 use crate::error::{CniError, CniResult, ErrorCode};
 use crate::hostlocal::{self, HostLocal};
 use crate::result::NetworkResult;
 use crate::version::CniVersion;
+
+/// Environment variable that makes the interface plugins exec every IPAM
+/// plugin, also one linked in (`1`, `true` or `yes`).
+pub const DELEGATE_ENV: &str = "MANIFOLD_DELEGATE_IPAM";
+
+/// An IPAM plugin linked into this binary.
+struct Linked {
+    name: &'static str,
+    plugin: &'static (dyn Plugin + Sync),
+}
+
+static LINKED: std::sync::OnceLock<Linked> = std::sync::OnceLock::new();
+
+/// Links IPAM plugin `name` into this binary (once, before any call): an
+/// `ipam.type` of `name` then runs `plugin` in this process, with the same
+/// environment, stdin, output and errors as the exec'd binary, and without
+/// its start-up. `MANIFOLD_DELEGATE_IPAM=1` execs it anyway.
+pub fn link_in_process(name: &'static str, plugin: &'static (dyn Plugin + Sync)) {
+    let _ = LINKED.set(Linked { name, plugin });
+}
+
+/// True when environment variable `var` is `1`, `true` or `yes`.
+pub(crate) fn env_flag(var: &str) -> bool {
+    std::env::var(var)
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+}
+
+/// The linked plugin of that name, unless delegation is requested.
+fn linked(name: &str) -> Option<&'static Linked> {
+    LINKED
+        .get()
+        .filter(|l| l.name == name && !env_flag(DELEGATE_ENV))
+}
 
 /// A configured IPAM plugin, bound to one call's environment and stdin.
 pub struct Ipam<'a> {
@@ -48,6 +84,21 @@ impl<'a> Ipam<'a> {
     }
 
     fn exec(&self, command: Command, stdin: &[u8]) -> CniResult<Option<serde_json::Value>> {
+        if let Some(l) = linked(self.plugin) {
+            tracing::debug!(
+                command = command.as_str(),
+                plugin = l.name,
+                "ipam: in-process"
+            );
+            let env = CniEnv {
+                command,
+                ..self.env.clone()
+            };
+            let out = dispatch::run(l.plugin, Ok(env), &mut &stdin[..]);
+            let ctx = format!("{} {}", l.name, command.as_str());
+            return delegate::decode_output(&ctx, out.code == 0, out.stdout.as_bytes(), &[])
+                .map_err(|e| e.context("ipam"));
+        }
         delegate::exec(&Invocation {
             plugin: self.plugin,
             command,

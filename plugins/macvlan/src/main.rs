@@ -56,5 +56,7 @@ impl Plugin for Macvlan {
 }
 
 fn main() {
+    // manifold-ipam runs in this process: no second exec per call.
+    manifold_common::ipam::link_in_process("manifold-ipam", &manifold_ipam::plugin::Ipam);
     dispatch::main(&Macvlan)
 }

@@ -451,5 +451,7 @@ impl Plugin for Sriov {
 }
 
 fn main() {
+    // manifold-ipam runs in this process: no second exec per call.
+    manifold_common::ipam::link_in_process("manifold-ipam", &manifold_ipam::plugin::Ipam);
     dispatch::main(&Sriov)
 }

@@ -41,8 +41,7 @@ pub(crate) fn fail(msg: impl Into<String>) -> CniError {
 
 /// Whether [`DELEGATE_ENV`] asks for the reference binary.
 pub fn delegation_requested() -> bool {
-    std::env::var(DELEGATE_ENV)
-        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"))
+    crate::ipam::env_flag(DELEGATE_ENV)
 }
 
 /// One host-local call: the loaded config and the attachment it is for.
