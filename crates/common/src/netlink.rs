@@ -405,18 +405,24 @@ impl Netlink {
         .map(drop)
     }
 
+    /// Sends a link request that names a link (or links) which may be gone
+    /// already: `false` on ENODEV, an error naming `what` on any other refusal.
+    fn unless_gone(&mut self, what: &str, msg: RouteNetlinkMessage) -> CniResult<bool> {
+        match self.request(msg, NLM_F_ACK)? {
+            Ok(_) => Ok(true),
+            Err(Refused(errno)) if errno == libc_errno::ENODEV => Ok(false),
+            Err(Refused(errno)) => Err(CniError::kernel(format!("{what}: {}", refused_msg(errno)))),
+        }
+    }
+
     /// Deletes a link; `false` if it was already gone.
     pub fn delete_link(&mut self, index: u32) -> CniResult<bool> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        match self.request(RouteNetlinkMessage::DelLink(msg), NLM_F_ACK)? {
-            Ok(_) => Ok(true),
-            Err(Refused(errno)) if errno == libc_errno::ENODEV => Ok(false),
-            Err(Refused(errno)) => Err(CniError::kernel(format!(
-                "delete link #{index}: {}",
-                refused_msg(errno)
-            ))),
-        }
+        self.unless_gone(
+            &format!("delete link #{index}"),
+            RouteNetlinkMessage::DelLink(msg),
+        )
     }
 
     /// Deletes, in one request, every link of group `group` (`ip link del
@@ -425,14 +431,22 @@ impl Netlink {
     pub fn delete_link_group(&mut self, group: NonZeroU32) -> CniResult<bool> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::Group(group.get()));
-        match self.request(RouteNetlinkMessage::DelLink(msg), NLM_F_ACK)? {
-            Ok(_) => Ok(true),
-            Err(Refused(errno)) if errno == libc_errno::ENODEV => Ok(false),
-            Err(Refused(errno)) => Err(CniError::kernel(format!(
-                "delete the links of group {group}: {}",
-                refused_msg(errno)
-            ))),
-        }
+        self.unless_gone(
+            &format!("delete the links of group {group}"),
+            RouteNetlinkMessage::DelLink(msg),
+        )
+    }
+
+    /// Puts a link into link group `group` (`IFLA_GROUP`); `false` if the
+    /// link is gone (deleted meanwhile).
+    pub fn set_group(&mut self, index: u32, group: u32) -> CniResult<bool> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Group(group));
+        self.unless_gone(
+            &format!("set group {group} of link #{index}"),
+            RouteNetlinkMessage::SetLink(msg),
+        )
     }
 
     /// Sends one `RTM_SETLINK` for link `index`, built by `edit` (`what` names
@@ -475,13 +489,6 @@ impl Netlink {
         self.set_link(index, "set down", |m| {
             m.header.flags = LinkFlags::empty();
             m.header.change_mask = LinkFlags::Up;
-        })
-    }
-
-    /// Puts a link into link group `group` (`IFLA_GROUP`).
-    pub fn set_group(&mut self, index: u32, group: u32) -> CniResult<()> {
-        self.set_link(index, &format!("set group {group}"), |m| {
-            m.attributes.push(LinkAttribute::Group(group))
         })
     }
 

@@ -4,6 +4,10 @@
 //! DEL, the delegates that speak [`LINK_DELETE_GROUP_ENV`] only put their
 //! link into a group chosen for this call, and as soon as the last of them has
 //! finished, the group is deleted at once, while slower delegates still run.
+//! Where nothing in an attachment's DEL needs its link (one such delegate,
+//! its IPAM never touching the link), the meta-plugin does not even wait for
+//! the delegate: it puts that link into the group itself and deletes the group
+//! at once, beside the delegates' DELs (which then find the link gone).
 
 use crate::plan::Attachment;
 use manifold_common::child_link::LINK_DELETE_GROUP_ENV;
@@ -17,8 +21,15 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-/// Delegates whose DEL hands their link over (see [`LINK_DELETE_GROUP_ENV`]).
-const DEFERRING_PLUGINS: [&str; 2] = ["manifold-macvlan", "manifold-ipvlan"];
+/// Delegates whose DEL hands their link over (see [`LINK_DELETE_GROUP_ENV`]),
+/// with the kind of link each makes.
+const DEFERRING_PLUGINS: [(&str, &str); 2] = [
+    ("manifold-macvlan", "macvlan"),
+    ("manifold-ipvlan", "ipvlan"),
+];
+
+/// IPAM types whose DEL never needs the pod's link ("" is no IPAM).
+const LINKLESS_IPAM: [&str; 4] = ["", "manifold-ipam", "host-local", "static"];
 
 /// High bits of every group this plugin picks ("MF"): far from the small
 /// numbers administrators give groups.
@@ -32,6 +43,8 @@ pub struct DeferredLinks<'a> {
     pending: AtomicUsize,
     /// Names the deferring attachments, for errors.
     networks: Vec<String>,
+    /// (ifname, link kind) of the links deleted before their delegates run.
+    up_front: Vec<(String, &'static str)>,
     error: Mutex<Option<CniError>>,
 }
 
@@ -43,11 +56,16 @@ impl<'a> DeferredLinks<'a> {
             .filter(|a| defers(a))
             .map(|a| format!("{:?} ({})", a.network, a.ifname))
             .collect();
+        let up_front = atts
+            .iter()
+            .filter_map(|a| up_front_kind(a).map(|k| (a.ifname.clone(), k)))
+            .collect();
         DeferredLinks {
             group: random_group(),
             netns,
             pending: AtomicUsize::new(networks.len()),
             networks,
+            up_front,
             error: Mutex::new(None),
         }
     }
@@ -68,8 +86,36 @@ impl<'a> DeferredLinks<'a> {
     pub fn finished(&self, att: &Attachment) {
         if defers(att) && self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             if let Err(e) = self.delete_group() {
-                *self.error.lock().expect("error lock") = Some(e);
+                self.error.lock().expect("error lock").get_or_insert(e);
             }
+        }
+    }
+
+    /// Puts the links no DEL needs into the group and deletes it now (run
+    /// beside the delegates); a failure is kept for [`Self::into_error`].
+    pub fn delete_up_front(&self) {
+        if self.up_front.is_empty() {
+            return;
+        }
+        let tagged = self.with_pod_netlink(|nl| {
+            let mut tagged = 0;
+            for (ifname, kind) in &self.up_front {
+                match nl.link_by_name(ifname)? {
+                    Some(l) if l.kind.as_deref() == Some(kind) => {
+                        tagged += usize::from(nl.set_group(l.index, self.group.get())?);
+                    }
+                    _ => {}
+                }
+            }
+            Ok(tagged)
+        });
+        let result = match tagged {
+            Ok(0) => Ok(()),
+            Ok(_) => self.delete_group(),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            self.error.lock().expect("error lock").get_or_insert(e);
         }
     }
 
@@ -78,21 +124,29 @@ impl<'a> DeferredLinks<'a> {
         self.error.into_inner().expect("error lock")
     }
 
-    fn delete_group(&self) -> CniResult<()> {
+    /// Runs `f` on a netlink socket in the pod netns; nothing (a default)
+    /// without a netns or when it is gone.
+    fn with_pod_netlink<T: Default>(
+        &self,
+        f: impl FnOnce(&mut Netlink) -> CniResult<T>,
+    ) -> CniResult<T> {
         let Some(path) = self.netns else {
-            return Ok(());
+            return Ok(T::default());
         };
         let pod = match NetNs::open(path) {
             Ok(pod) => pod,
             Err(e) if e.code == ErrorCode::UnknownContainer => {
                 tracing::debug!(netns = %path.display(), "DEL: netns gone, no links to delete");
-                return Ok(());
+                return Ok(T::default());
             }
             Err(e) => return Err(e),
         };
-        let deleted = Netlink::open_in(&pod)
-            .context("open netlink in pod netns")?
-            .delete_link_group(self.group)
+        f(&mut Netlink::open_in(&pod).context("open netlink in pod netns")?)
+    }
+
+    fn delete_group(&self) -> CniResult<()> {
+        let deleted = self
+            .with_pod_netlink(|nl| nl.delete_link_group(self.group))
             .with_context(|| format!("delete the links of {}", self.networks.join(", ")))?;
         tracing::debug!(
             group = self.group.get(),
@@ -103,17 +157,39 @@ impl<'a> DeferredLinks<'a> {
     }
 }
 
-/// Whether any plugin of `att` hands its link over on DEL.
-pub fn defers(att: &Attachment) -> bool {
-    let plugins = match att.config.get("plugins").and_then(Value::as_array) {
+/// The plugin configs of `att` (a conflist's, or the conf itself).
+fn plugins(att: &Attachment) -> &[Value] {
+    match att.config.get("plugins").and_then(Value::as_array) {
         Some(list) => list.as_slice(),
         None => std::slice::from_ref(&att.config),
+    }
+}
+
+/// The link kind a plugin config makes, if it is a deferring delegate.
+fn deferring_kind(p: &Value) -> Option<&'static str> {
+    let t = p.get("type").and_then(Value::as_str)?;
+    DEFERRING_PLUGINS
+        .iter()
+        .find(|(name, _)| *name == t)
+        .map(|(_, kind)| *kind)
+}
+
+/// Whether any plugin of `att` hands its link over on DEL.
+pub fn defers(att: &Attachment) -> bool {
+    plugins(att).iter().any(|p| deferring_kind(p).is_some())
+}
+
+/// The link kind of `att` when its link can go before its DEL runs: a single
+/// deferring plugin whose IPAM never needs the link.
+fn up_front_kind(att: &Attachment) -> Option<&'static str> {
+    let [p] = plugins(att) else {
+        return None;
     };
-    plugins.iter().any(|p| {
-        p.get("type")
-            .and_then(Value::as_str)
-            .is_some_and(|t| DEFERRING_PLUGINS.contains(&t))
-    })
+    let ipam = p
+        .pointer("/ipam/type")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    deferring_kind(p).filter(|_| LINKLESS_IPAM.contains(&ipam))
 }
 
 /// A group for one call: [`GROUP_BASE`] and 16 random bits.
@@ -149,6 +225,33 @@ mod tests {
         assert!(!defers(&att(conf("macvlan"))));
         assert!(!defers(&att(list("bridge"))));
         assert!(!defers(&att(json!({"plugins": "bad"}))));
+    }
+
+    #[test]
+    fn only_links_no_del_needs_go_up_front() {
+        let one = |t: &str, ipam: Value| att(json!({"type": t, "ipam": ipam}));
+        assert_eq!(
+            up_front_kind(&one("manifold-macvlan", json!({"type": "manifold-ipam"}))),
+            Some("macvlan")
+        );
+        assert_eq!(
+            up_front_kind(&one("manifold-ipvlan", Value::Null)),
+            Some("ipvlan")
+        );
+        assert_eq!(
+            up_front_kind(&one("manifold-macvlan", json!({"type": "host-local"}))),
+            Some("macvlan")
+        );
+        // DHCP releases its lease through the link; the reference macvlan deletes its own.
+        assert_eq!(
+            up_front_kind(&one("manifold-macvlan", json!({"type": "dhcp"}))),
+            None
+        );
+        assert_eq!(up_front_kind(&one("macvlan", Value::Null)), None);
+        // A chained plugin may need the link on DEL.
+        let chained = att(json!({"plugins": [{"type": "manifold-macvlan"}, {"type": "tuning"}]}));
+        assert!(defers(&chained));
+        assert_eq!(up_front_kind(&chained), None);
     }
 
     #[test]

@@ -164,8 +164,9 @@ impl<'a> Ctx<'a> {
     /// Deletes attachments (concurrently, or in reverse order when
     /// `sequential`); returns those whose DEL failed (in their original
     /// order) and the first error. The links of Manifold's own delegates are
-    /// deleted together, as soon as the last of those delegates is done (see
-    /// [`DeferredLinks`]); if that fails, their attachments count as failed.
+    /// deleted together, at once where no DEL needs them, else as soon as the
+    /// last of those delegates is done (see [`DeferredLinks`]); if that
+    /// fails, their attachments count as failed.
     fn delete_all(
         &self,
         atts: &[Attachment],
@@ -178,13 +179,17 @@ impl<'a> Ctx<'a> {
             deferred.finished(a);
             outcome
         };
-        let outcomes: Vec<CniResult<()>> = if sequential {
-            let mut out: Vec<_> = atts.iter().rev().map(del).collect();
-            out.reverse();
-            out
-        } else {
-            concurrently(atts, del)
-        };
+        let outcomes: Vec<CniResult<()>> = std::thread::scope(|s| {
+            // Links no DEL needs go at once, beside the delegates.
+            s.spawn(|| deferred.delete_up_front());
+            if sequential {
+                let mut out: Vec<_> = atts.iter().rev().map(del).collect();
+                out.reverse();
+                out
+            } else {
+                concurrently(atts, del)
+            }
+        });
         let links_left = deferred.into_error();
         let mut failed = Vec::new();
         let mut first = None;
