@@ -93,6 +93,10 @@ impl StringOrList {
 struct Wire {
     #[serde(rename = "clusterNetwork", default)]
     cluster_network: Option<Value>,
+    /// Multus' older form: the first delegate is the cluster network (what
+    /// the Multus daemonset writes into its generated 00-multus.conf).
+    #[serde(default)]
+    delegates: Option<Vec<Value>>,
     #[serde(rename = "defaultNetworks", default)]
     default_networks: Option<StringOrList>,
     #[serde(rename = "systemNamespaces", default)]
@@ -158,15 +162,37 @@ fn namespaces(field: &str, list: Option<StringOrList>) -> CniResult<Option<Vec<S
     Ok(Some(list))
 }
 
+/// The cluster network of Multus' `delegates` form: its one delegate. More
+/// are refused (Multus attached them all to every pod; here extra networks
+/// come from NADs, `defaultNetworks` among them).
+fn legacy_delegate(delegates: Option<Vec<Value>>) -> CniResult<Option<Value>> {
+    match delegates.as_deref() {
+        None | Some([]) => Ok(None),
+        Some([one @ Value::Object(_)]) => Ok(Some(one.clone())),
+        Some([other]) => Err(CniError::config(format!(
+            "\"delegates\" must hold a network config object, not {other}"
+        ))),
+        Some(many) => Err(CniError::config(format!(
+            "\"delegates\" lists {} networks: only the first (the cluster network) is supported; attach the others to every pod as NetworkAttachmentDefinitions named in \"defaultNetworks\"",
+            many.len()
+        ))),
+    }
+}
+
 impl ManifoldConf {
     /// Reads the manifold-specific fields of the call's config.
     pub fn load(conf: &NetConf) -> CniResult<Self> {
         let w: Wire = serde_json::from_value(conf.raw.clone())
             .map_err(|e| decode_error("manifold config", e))?;
-        let cluster_network = match w.cluster_network {
-            None | Some(Value::Null) => {
+        let cluster_network = match w.cluster_network.filter(|v| !v.is_null()) {
+            // As Multus: clusterNetwork, when set, wins over delegates.
+            Some(v) => Some(v),
+            None => legacy_delegate(w.delegates)?,
+        };
+        let cluster_network = match cluster_network {
+            None => {
                 return Err(CniError::config(
-                    "manifold config has no \"clusterNetwork\" (the default network: a name, a path or an inline config)",
+                    "manifold config has no \"clusterNetwork\" (the default network: a name, a path or an inline config) and no \"delegates\"",
                 ))
             }
             Some(Value::String(s)) if s.starts_with('/') => {
@@ -304,6 +330,9 @@ mod tests {
             json!({"clusterNetwork": "x", "cniDir": "/var/../etc"}),
             json!({"clusterNetwork": "x", "globalNamespaces": "Not_A_Namespace"}),
             json!({"clusterNetwork": "x", "defaultNetworks": ["a/b/c"]}),
+            json!({"delegates": []}),
+            json!({"delegates": [{"type": "bridge"}, {"type": "macvlan"}]}),
+            json!({"delegates": ["not-a-conf"]}),
         ] {
             assert_eq!(
                 load(bad.clone()).unwrap_err().code,
@@ -317,5 +346,16 @@ mod tests {
                 .code,
             ErrorCode::Decode
         );
+    }
+
+    #[test]
+    fn multus_delegates_form_gives_the_cluster_network() {
+        let flannel = json!({"cniVersion": "0.3.1", "name": "cbr0",
+                             "plugins": [{"type": "flannel"}, {"type": "portmap"}]});
+        let c = load(json!({"delegates": [flannel.clone()]})).unwrap();
+        assert_eq!(c.cluster_network, ClusterNetwork::Inline(flannel));
+        // clusterNetwork, when set, wins (as in Multus).
+        let c = load(json!({"clusterNetwork": "podnet", "delegates": [{"type": "x"}]})).unwrap();
+        assert_eq!(c.cluster_network, ClusterNetwork::Name("podnet".into()));
     }
 }
