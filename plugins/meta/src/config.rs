@@ -66,6 +66,8 @@ pub struct ManifoldConf {
     pub parallel_delegates: bool,
     /// Kubelet's device-manager checkpoint, for NADs with a `resourceName`.
     pub kubelet_checkpoint: PathBuf,
+    /// Kubelet's PodResources API socket, asked first when it exists.
+    pub pod_resources_socket: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -125,6 +127,8 @@ struct Wire {
     parallel_delegates: Option<bool>,
     #[serde(rename = "kubeletCheckpoint", default)]
     kubelet_checkpoint: Option<String>,
+    #[serde(rename = "podResourcesSocket", default)]
+    pod_resources_socket: Option<String>,
 }
 
 fn absolute(field: &str, s: Option<String>) -> CniResult<Option<PathBuf>> {
@@ -246,6 +250,8 @@ impl ManifoldConf {
             parallel_delegates: w.parallel_delegates.unwrap_or(true),
             kubelet_checkpoint: absolute("kubeletCheckpoint", w.kubelet_checkpoint)?
                 .unwrap_or_else(|| PathBuf::from(crate::devices::DEFAULT_CHECKPOINT)),
+            pod_resources_socket: absolute("podResourcesSocket", w.pod_resources_socket)?
+                .unwrap_or_else(|| PathBuf::from(manifold_podresources::DEFAULT_SOCKET)),
         })
     }
 
@@ -287,6 +293,10 @@ mod tests {
         assert_eq!(c.multus_namespace, "kube-system");
         assert!(!c.namespace_isolation);
         assert_eq!(c.readiness_timeout, Duration::from_secs(45));
+        assert_eq!(
+            c.pod_resources_socket,
+            PathBuf::from("/var/lib/kubelet/pod-resources/kubelet.sock")
+        );
     }
 
     #[test]
@@ -328,6 +338,7 @@ mod tests {
             json!({"clusterNetwork": "../etc/passwd"}),
             json!({"clusterNetwork": "x", "confDir": "relative/dir"}),
             json!({"clusterNetwork": "x", "cniDir": "/var/../etc"}),
+            json!({"clusterNetwork": "x", "podResourcesSocket": "kubelet.sock"}),
             json!({"clusterNetwork": "x", "globalNamespaces": "Not_A_Namespace"}),
             json!({"clusterNetwork": "x", "defaultNetworks": ["a/b/c"]}),
             json!({"delegates": []}),

@@ -1,8 +1,8 @@
 //! Devices kubelet's device plugins allocated to a pod, for networks whose
 //! NetworkAttachmentDefinition names a resource
-//! (`k8s.v1.cni.cncf.io/resourceName`, e.g. an SR-IOV VF pool): read from
-//! kubelet's device-manager checkpoint, as Multus does when the pod
-//! resources API is not used.
+//! (`k8s.v1.cni.cncf.io/resourceName`, e.g. an SR-IOV VF pool): from
+//! kubelet's PodResources API when its socket exists, as Multus does, else
+//! from kubelet's device-manager checkpoint.
 
 use manifold_common::{CniError, CniResult, Context};
 use serde::Deserialize;
@@ -42,11 +42,24 @@ struct Entry {
     ids: Value,
 }
 
-/// The devices of one pod, per resource, in kubelet's order.
-#[derive(Debug, Default)]
-pub struct PodDevices(BTreeMap<String, Vec<String>>);
+/// The devices of one pod, per resource, in kubelet's order, and where they
+/// were read (for errors).
+#[derive(Debug)]
+pub struct PodDevices {
+    ids: BTreeMap<String, Vec<String>>,
+    /// The API socket or checkpoint file they came from.
+    pub source: String,
+}
 
 impl PodDevices {
+    /// Asks kubelet's PodResources API at `socket` for pod `namespace/name`.
+    pub fn list(socket: &Path, namespace: &str, name: &str) -> CniResult<Self> {
+        Ok(PodDevices {
+            ids: manifold_podresources::pod_devices(socket, namespace, name)?,
+            source: format!("kubelet PodResources API {}", socket.display()),
+        })
+    }
+
     /// Reads the checkpoint at `path` for the pod with `pod_uid`.
     pub fn load(path: &Path, pod_uid: &str) -> CniResult<Self> {
         let what = || format!("kubelet checkpoint {}", path.display());
@@ -78,12 +91,15 @@ impl PodDevices {
                 _ => {}
             }
         }
-        Ok(PodDevices(out))
+        Ok(PodDevices {
+            ids: out,
+            source: what(),
+        })
     }
 
     /// Takes the next device of `resource` not yet given to an attachment.
     pub fn take(&mut self, resource: &str) -> Option<String> {
-        let ids = self.0.get_mut(resource)?;
+        let ids = self.ids.get_mut(resource)?;
         (!ids.is_empty()).then(|| ids.remove(0))
     }
 }

@@ -295,24 +295,49 @@ impl<'a> Extras<'a> {
 
     /// The next device of `resource` kubelet allocated to the pod.
     fn device(&mut self, origin: &str, reference: &str, resource: &str) -> CniResult<String> {
+        let devices = match &mut self.devices {
+            Some(d) => d,
+            None => self
+                .devices
+                .insert(self.pod_devices(origin, reference, resource)?),
+        };
+        devices.take(resource).ok_or_else(|| {
+            CniError::config(format!(
+                "{origin}: network {reference} needs a device of {resource:?}, and kubelet allocated none (left) to this pod ({}): request the resource in the pod spec",
+                devices.source
+            ))
+        })
+    }
+
+    /// The pod's devices: from kubelet's PodResources API (by namespace and
+    /// name) when its socket exists, else from the checkpoint (by UID). An
+    /// API failure is an error (code 11) unless the socket has gone meanwhile.
+    fn pod_devices(&self, origin: &str, reference: &str, resource: &str) -> CniResult<PodDevices> {
         let conf = self.i.conf;
-        if self.devices.is_none() {
-            let uid = self.i.pod_uid.filter(|u| !u.is_empty()).ok_or_else(|| {
-                CniError::config(format!(
-                    "{origin}: network {reference} needs a device of {resource:?}, but the runtime sent no K8S_POD_UID to find the pod's devices"
-                ))
-            })?;
-            self.devices = Some(PodDevices::load(&conf.kubelet_checkpoint, uid)?);
+        let unnamed = |what: &str| {
+            CniError::config(format!(
+                "{origin}: network {reference} needs a device of {resource:?}, but the runtime sent no {what} to find the pod's devices"
+            ))
+        };
+        let socket = &conf.pod_resources_socket;
+        if socket.exists() {
+            let pod = self
+                .i
+                .pod
+                .ok_or_else(|| unnamed("K8S_POD_NAMESPACE and K8S_POD_NAME"))?;
+            match PodDevices::list(socket, &pod.namespace, &pod.name) {
+                Err(e) if !socket.exists() => {
+                    tracing::warn!(error = %e, "PodResources socket gone; reading kubelet's checkpoint")
+                }
+                found => return found,
+            }
         }
-        self.devices
-            .as_mut()
-            .and_then(|d| d.take(resource))
-            .ok_or_else(|| {
-                CniError::config(format!(
-                    "{origin}: network {reference} needs a device of {resource:?}, and kubelet allocated none (left) to this pod ({}): request the resource in the pod spec",
-                    conf.kubelet_checkpoint.display()
-                ))
-            })
+        let uid = self
+            .i
+            .pod_uid
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| unnamed("K8S_POD_UID"))?;
+        PodDevices::load(&conf.kubelet_checkpoint, uid)
     }
 }
 
@@ -531,11 +556,10 @@ mod tests {
         assert_eq!(p[0].network, "kube-system/alt");
     }
 
-    /// NADs naming a device resource get the pod's devices from kubelet's
-    /// checkpoint, one each in order; an explicit `deviceID` wins.
-    #[test]
-    fn resource_name_takes_the_pods_devices_from_the_kubelet_checkpoint() {
-        let d = setup("res");
+    /// Two NADs of resource `intel.com/vf` and a checkpoint giving pod
+    /// `uid-1` devices 0000:03:02.1 and .2.
+    fn resource_setup(tag: &str) -> Dir {
+        let d = setup(tag);
         for name in ["vf-a", "vf-b"] {
             let dir = d.0.join("attachments").join("ns1");
             let obj = json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
@@ -545,42 +569,63 @@ mod tests {
                     "capabilities": {"deviceID": true}}).to_string()}});
             std::fs::write(dir.join(format!("{name}.json")), obj.to_string()).unwrap();
         }
-        let ckpt = d.0.join("checkpoint");
         std::fs::write(
-            &ckpt,
+            d.0.join("checkpoint"),
             json!({"Data": {"PodDeviceEntries": [
                 {"PodUID": "uid-1", "ContainerName": "c", "ResourceName": "intel.com/vf",
                  "DeviceIDs": {"0": ["0000:03:02.1", "0000:03:02.2"]}}]}})
             .to_string(),
         )
         .unwrap();
+        d
+    }
+
+    /// The plan of pod `ns1/p` (or an unnamed one) with `networks`, devices
+    /// from `socket` if it exists, else from `<dir>/checkpoint`.
+    fn build_with_devices(
+        dir: &Path,
+        socket: &Path,
+        named: bool,
+        networks: &str,
+        uid: Option<&str>,
+    ) -> CniResult<Vec<Attachment>> {
         let c = conf(
-            &d.0,
-            json!({"kubeletCheckpoint": ckpt.display().to_string()}),
+            dir,
+            json!({"kubeletCheckpoint": dir.join("checkpoint").display().to_string(),
+                   "podResourcesSocket": socket.display().to_string()}),
         );
         let sources = Sources {
-            conf_dir: &d.0,
+            conf_dir: dir,
             api: None,
         };
         let pod = PodRef {
             namespace: "ns1".into(),
             name: "p".into(),
         };
-        let build_with = |networks: &str, uid: Option<&str>| {
-            let ann = BTreeMap::from([(
-                selection::NETWORKS_ANNOTATION.to_string(),
-                networks.to_string(),
-            )]);
-            build(&Inputs {
-                pod_uid: uid,
-                conf: &c,
-                sources: &sources,
-                pod: Some(&pod),
-                annotations: &ann,
-                ifname: "eth0",
-                runtime_config: Map::new(),
-            })
-        };
+        let ann = BTreeMap::from([(
+            selection::NETWORKS_ANNOTATION.to_string(),
+            networks.to_string(),
+        )]);
+        build(&Inputs {
+            pod_uid: uid,
+            conf: &c,
+            sources: &sources,
+            pod: named.then_some(&pod),
+            annotations: &ann,
+            ifname: "eth0",
+            runtime_config: Map::new(),
+        })
+    }
+
+    /// Without a PodResources socket, NADs naming a device resource get the
+    /// pod's devices from kubelet's checkpoint, one each in order; an
+    /// explicit `deviceID` wins.
+    #[test]
+    fn resource_name_takes_the_pods_devices_from_the_kubelet_checkpoint() {
+        let d = resource_setup("res");
+        let no_socket = d.0.join("no-kubelet.sock");
+        let build_with =
+            |networks: &str, uid| build_with_devices(&d.0, &no_socket, true, networks, uid);
         let p = build_with("vf-a, vf-b", Some("uid-1")).unwrap();
         assert_eq!(p[1].config["deviceID"], "0000:03:02.1");
         assert_eq!(p[2].config["deviceID"], "0000:03:02.2");
@@ -601,6 +646,55 @@ mod tests {
             assert_eq!(e.code, manifold_common::ErrorCode::InvalidConfig, "{e}");
             assert!(e.msg.contains(says), "{e}");
         }
+    }
+
+    /// With kubelet's PodResources socket there, the devices come from its
+    /// API by pod namespace and name (not from a checkpoint that says
+    /// otherwise), handed out in the same way; an API that fails is code 11.
+    #[test]
+    fn resource_name_takes_the_pods_devices_from_the_pod_resources_api() {
+        use manifold_podresources::fixture::{pod, FakeKubelet};
+        let d = resource_setup("res-api");
+        let vf = "intel.com/vf";
+        let kubelet = FakeKubelet::start(vec![
+            pod("ns1", "q", &[("c", &[(vf, &["0000:03:02.9"])])]),
+            pod(
+                "ns1",
+                "p",
+                &[
+                    ("c", &[(vf, &["0000:03:02.5"])]),
+                    ("d", &[(vf, &["0000:03:02.6"])]),
+                ],
+            ),
+        ]);
+        let build_with = |networks: &str, named| {
+            build_with_devices(&d.0, kubelet.socket(), named, networks, Some("uid-1"))
+        };
+        let p = build_with("vf-a, vf-b", true).unwrap();
+        assert_eq!(p[1].config["deviceID"], "0000:03:02.5");
+        assert_eq!(p[2].config["deviceID"], "0000:03:02.6");
+        let p = build_with(
+            r#"[{"name": "vf-a", "deviceID": "0000:03:02.6"}, {"name": "vf-b"}]"#,
+            true,
+        )
+        .unwrap();
+        assert!(p[1].config.get("deviceID").is_none());
+        assert_eq!(p[2].config["deviceID"], "0000:03:02.5");
+        let e = build_with("vf-a, vf-b, vf-a@net9", true).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidConfig, "{e}");
+        assert!(
+            e.msg.contains("allocated none") && e.msg.contains("PodResources API"),
+            "{e}"
+        );
+        let e = build_with("ns1/vf-a", false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidConfig, "{e}");
+        assert!(e.msg.contains("K8S_POD_NAME"), "{e}");
+        // A socket nobody serves: no silent fallback to the checkpoint.
+        let dead = d.0.join("dead.sock");
+        drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
+        let e = build_with_devices(&d.0, &dead, true, "vf-a", Some("uid-1")).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TryAgainLater, "{e}");
+        assert!(e.msg.contains(&*dead.to_string_lossy()), "{e}");
     }
 
     /// The examples in conf/manifold stay valid: the runtime's conflist, the
