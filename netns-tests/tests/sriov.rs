@@ -722,7 +722,7 @@ fn gc_releases_vfs_of_stale_attachments_and_status_reports_ready() {
 
 #[test]
 fn as_a_delegate_of_the_meta_plugin_next_to_a_default_network_and_a_macvlan() {
-    through_the_meta_plugin("sfm", false);
+    through_the_meta_plugin("sfm", VfFrom::Selection);
 }
 
 /// The VF comes from the NAD's `k8s.v1.cni.cncf.io/resourceName` and the
@@ -730,13 +730,33 @@ fn as_a_delegate_of_the_meta_plugin_next_to_a_default_network_and_a_macvlan() {
 /// plugin hands it out; the selection names no deviceID.
 #[test]
 fn the_meta_plugin_takes_the_vf_from_the_kubelet_checkpoint_by_resource_name() {
-    through_the_meta_plugin("sfr", true);
+    through_the_meta_plugin("sfr", VfFrom::Checkpoint);
+}
+
+/// As above, but kubelet's PodResources API (a fake kubelet's socket) lists
+/// the pod's VF by namespace and name, and wins over a checkpoint that
+/// gives the pod another device.
+#[test]
+fn the_meta_plugin_takes_the_vf_from_the_pod_resources_api_by_resource_name() {
+    through_the_meta_plugin("sfa", VfFrom::PodResourcesApi);
+}
+
+/// Where the meta-plugin learns which VF the pod gets.
+#[derive(Clone, Copy, PartialEq)]
+enum VfFrom {
+    /// The selection's `deviceID`.
+    Selection,
+    /// The NAD's resource name and kubelet's checkpoint (no API socket).
+    Checkpoint,
+    /// The NAD's resource name and the PodResources API.
+    PodResourcesApi,
 }
 
 /// Default network + a VF + a macvlan through `manifold`; the VF named by
-/// the selection's deviceID, or (`by_resource`) found by resource name.
-fn through_the_meta_plugin(tag: &str, by_resource: bool) {
+/// the selection's deviceID, or found by resource name.
+fn through_the_meta_plugin(tag: &str, from: VfFrom) {
     use manifold_netns_tests::meta::{result_addrs, MetaLab, POD_NS, UNDERLAYS};
+    use manifold_podresources::fixture::{pod as listed, FakeKubelet};
     let lab = MetaLab::new(tag);
     lab.default_networks();
     let fake = Fake::build(&lab.t, 1, 0, false);
@@ -750,6 +770,19 @@ fn through_the_meta_plugin(tag: &str, by_resource: bool) {
     vf_net.as_object_mut().unwrap().remove("deviceID");
     lab.nad(POD_NS, "sriov-a", Some(&vf_net), "json");
     let checkpoint = lab.t.dir.join("kubelet_internal_checkpoint");
+    let by_resource = from != VfFrom::Selection;
+    // The API lists the pod's VF; the checkpoint then says otherwise.
+    let kubelet = (from == VfFrom::PodResourcesApi).then(|| {
+        FakeKubelet::start(vec![listed(
+            POD_NS,
+            "sfmp",
+            &[("c", &[("example.com/vf", &[&vf_pci(0)])])],
+        )])
+    });
+    let ckpt_vf = match from {
+        VfFrom::PodResourcesApi => "0000:00:00.8".to_string(),
+        _ => vf_pci(0),
+    };
     if by_resource {
         let nad = lab
             .conf_dir
@@ -766,7 +799,7 @@ fn through_the_meta_plugin(tag: &str, by_resource: bool) {
                 {"PodUID": "other-pod", "ContainerName": "c", "ResourceName": "example.com/vf",
                  "DeviceIDs": {"0": ["0000:00:00.9"]}},
                 {"PodUID": "uid-sfm", "ContainerName": "c", "ResourceName": "example.com/vf",
-                 "DeviceIDs": {"0": [vf_pci(0)]}}], "RegisteredDevices": {}}, "Checksum": 0})
+                 "DeviceIDs": {"0": [ckpt_vf]}}], "RegisteredDevices": {}}, "Checksum": 0})
             .to_string(),
         )
         .unwrap();
@@ -774,9 +807,14 @@ fn through_the_meta_plugin(tag: &str, by_resource: bool) {
     let mv = json!({"cniVersion": "1.0.0", "type": "manifold-macvlan", "master": UNDERLAYS[0], "mode": "bridge",
                     "ipam": lab.host_local("10.82.1.0/24", "fd82:1::/64", false)});
     lab.nad(POD_NS, "mv-a", Some(&mv), "json");
+    let socket = kubelet.as_ref().map_or_else(
+        || lab.t.dir.join("no-kubelet.sock"),
+        |k| k.socket().to_path_buf(),
+    );
     let conf = lab.manifold_conf(
         "podnet",
-        json!({"kubeletCheckpoint": checkpoint.display().to_string()}),
+        json!({"kubeletCheckpoint": checkpoint.display().to_string(),
+               "podResourcesSocket": socket.display().to_string()}),
     );
     let (before, pf_before) = (running_snapshot(&lab.t), fake.pf_states());
     let pod = lab.t.pod(&format!("{tag}p"));
