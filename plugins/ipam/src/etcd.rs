@@ -242,21 +242,17 @@ impl Kv for EtcdKv {
             })
             .collect();
         let mut kv = self.client.kv_client();
-        let resp = match self.bounded(kv.txn(Txn::new().when(cmps).and_then(ops))) {
-            Some(Ok(r)) => r,
-            Some(Err(e)) if lease_gone(&e) => return Ok(None),
-            Some(Err(e)) => return Err(map_err(&self.endpoints, "transaction", e)),
-            None => {
-                return Err(unreachable_err(
-                    &self.endpoints,
-                    "transaction",
-                    self.timeout,
-                ))
+        let txn = Txn::new().when(cmps).and_then(ops);
+        // A put under a lease that expired writes nothing, like a failed condition.
+        let resp = self.run("transaction", async {
+            match kv.txn(txn).await {
+                Err(e) if lease_gone(&e) => Ok(None),
+                r => r.map(Some),
             }
-        };
+        })?;
         Ok(resp
-            .succeeded()
-            .then(|| resp.header().map_or(0, |h| h.revision())))
+            .filter(|r| r.succeeded())
+            .map(|r| r.header().map_or(0, |h| h.revision())))
     }
 
     fn grant(&mut self, ttl: u64) -> CniResult<i64> {

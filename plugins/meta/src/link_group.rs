@@ -39,7 +39,7 @@ const GROUP_BASE: u32 = 0x4d46_0000;
 pub struct DeferredLinks<'a> {
     group: NonZeroU32,
     netns: Option<&'a Path>,
-    /// Deferring attachments whose DEL has not finished yet.
+    /// Deferring attachments (not deleted up front) whose DEL has not finished yet.
     pending: AtomicUsize,
     /// Names the deferring attachments, for errors.
     networks: Vec<String>,
@@ -60,10 +60,11 @@ impl<'a> DeferredLinks<'a> {
             .iter()
             .filter_map(|a| up_front_kind(a).map(|k| (a.ifname.clone(), k)))
             .collect();
+        let pending = atts.iter().filter(|a| tagged_by_delegate(a)).count();
         DeferredLinks {
             group: random_group(),
             netns,
-            pending: AtomicUsize::new(networks.len()),
+            pending: AtomicUsize::new(pending),
             networks,
             up_front,
             error: Mutex::new(None),
@@ -82,9 +83,9 @@ impl<'a> DeferredLinks<'a> {
     }
 
     /// Records that `att`'s DEL has finished (failed or not): after the last
-    /// deferring attachment, deletes the group.
+    /// deferring attachment whose link was not deleted up front, deletes the group.
     pub fn finished(&self, att: &Attachment) {
-        if defers(att) && self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if tagged_by_delegate(att) && self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             if let Err(e) = self.delete_group() {
                 self.error.lock().expect("error lock").get_or_insert(e);
             }
@@ -179,6 +180,11 @@ pub fn defers(att: &Attachment) -> bool {
     plugins(att).iter().any(|p| deferring_kind(p).is_some())
 }
 
+/// Whether `att`'s link waits for its delegate to tag it (not deleted up front).
+fn tagged_by_delegate(att: &Attachment) -> bool {
+    defers(att) && up_front_kind(att).is_none()
+}
+
 /// The link kind of `att` when its link can go before its DEL runs: a single
 /// deferring plugin whose IPAM never needs the link.
 fn up_front_kind(att: &Attachment) -> Option<&'static str> {
@@ -269,7 +275,8 @@ mod tests {
 
     #[test]
     fn only_deferring_dels_count_down() {
-        let mv = att(json!({"type": "manifold-macvlan"}));
+        // DHCP needs the link on DEL: the delegate tags it, nothing goes up front.
+        let mv = att(json!({"type": "manifold-macvlan", "ipam": {"type": "dhcp"}}));
         let other = att(json!({"type": "bridge"}));
         // No netns: the group delete at zero is a no-op.
         let d = DeferredLinks::new(None, &[mv.clone(), other.clone(), mv.clone()]);

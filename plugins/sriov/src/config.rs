@@ -177,17 +177,22 @@ fn vlan(id: Option<i64>, qos: Option<i64>, proto: Option<String>) -> CniResult<O
     Ok(Some(Vlan { id, qos, proto }))
 }
 
+/// The VF asked for: runtimeConfig's `deviceID` (the device plugin's
+/// allocation), else the config's.
+fn requested_device<'a>(call: &'a Call, w: &'a Wire) -> Option<&'a str> {
+    call.conf
+        .runtime_config
+        .device_id
+        .as_deref()
+        .or(w.device_id.as_deref())
+}
+
 impl SriovConf {
     /// Parses and checks everything that can be checked without the node.
     pub fn load(call: &Call) -> CniResult<Self> {
         let w: Wire = call.conf.plugin_fields()?;
         call.env.args.check_known(&ARGS)?;
-        let device_id = call
-            .conf
-            .runtime_config
-            .device_id
-            .as_deref()
-            .or(w.device_id.as_deref())
+        let device_id = requested_device(call, &w)
             .filter(|s| !s.is_empty())
             .map(|s| {
                 s.parse::<PciAddr>()
@@ -257,13 +262,7 @@ impl SriovConf {
     /// must not fail forever over a setting it does not use.
     pub fn for_release(call: &Call) -> CniResult<Self> {
         let w: Wire = call.conf.plugin_fields()?;
-        let device_id = call
-            .conf
-            .runtime_config
-            .device_id
-            .as_deref()
-            .or(w.device_id.as_deref())
-            .and_then(|s| s.parse::<PciAddr>().ok());
+        let device_id = requested_device(call, &w).and_then(|s| s.parse::<PciAddr>().ok());
         let data_dir = match w.data_dir.as_deref().filter(|s| !s.is_empty()) {
             Some(d) => safe_path("dataDir", d)?,
             None => PathBuf::from(DEFAULT_DATA_DIR),
