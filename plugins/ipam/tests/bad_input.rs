@@ -114,6 +114,12 @@ fn cases() -> Vec<(&'static str, Value, u64, &'static str)> {
             "prefix",
         ),
         (
+            "relative node cache directory",
+            json!({"range": "10.0.0.0/24", "etcd": {"endpoints": ["127.0.0.1:1"], "cacheDir": "run/cache"}}),
+            7,
+            "cacheDir",
+        ),
+        (
             "etcd without endpoints",
             json!({"range": "10.0.0.0/24", "datastore": "etcd", "etcd": {"endpoints": []}}),
             7,
