@@ -127,6 +127,21 @@ impl Topology {
     pub fn host_snapshot(&self) -> String {
         snapshot(&self.host)
     }
+
+    /// Snapshot of the host netns once it equals `expected`, or the last one
+    /// taken after 10 s. For after a pod netns was deleted: the kernel
+    /// destroys the netns, and with it the host ends of its veths, in
+    /// deferred work after `ip netns del` returns.
+    pub fn host_snapshot_after_netns_teardown(&self, expected: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let now = self.host_snapshot();
+            if now == expected || std::time::Instant::now() > deadline {
+                return now;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Topology {
