@@ -133,13 +133,14 @@ impl Topology {
     /// destroys the netns, and with it the host ends of its veths, in
     /// deferred work after `ip netns del` returns.
     pub fn host_snapshot_after_netns_teardown(&self, expected: &str) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        use std::time::{Duration, Instant};
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let now = self.host_snapshot();
-            if now == expected || std::time::Instant::now() > deadline {
+            if now == expected || Instant::now() > deadline {
                 return now;
             }
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }

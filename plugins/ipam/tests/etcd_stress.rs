@@ -24,6 +24,15 @@ fn small_pool(b: &Backend) -> Value {
     )
 }
 
+/// How long one whole ADD of `id` takes now, in microseconds; it is DELed after.
+fn add_duration_us(c: &Value, id: &str) -> u64 {
+    let t = Instant::now();
+    Call::new("ADD", id, "net1").run(c);
+    let us = t.elapsed().as_micros() as u64;
+    Call::new("DEL", id, "net1").run(c);
+    us
+}
+
 #[test]
 fn eight_nodes_allocating_and_releasing_thousands_never_duplicate() {
     let _turn = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
@@ -120,11 +129,7 @@ fn sigkill_at_random_moments_of_add_leaks_nothing_after_the_lease_ttl() {
                 let mut window_us = 20_000;
                 for i in (w..KILLS).step_by(PARALLEL) {
                     if i % 20 == w {
-                        let id = format!("timing-{i}");
-                        let t = Instant::now();
-                        Call::new("ADD", &id, "net1").run(&c);
-                        window_us = (t.elapsed().as_micros() as u64 * 3 / 2).max(1000);
-                        Call::new("DEL", &id, "net1").run(&c);
+                        window_us = (add_duration_us(&c, &format!("timing-{i}")) * 3 / 2).max(1000);
                     }
                     let id = format!("k{i}");
                     let mut child = Call::new("ADD", &id, "net1").spawn(&c);
@@ -170,7 +175,7 @@ fn pending_reservation_of_a_killed_add_is_taken_over_by_the_retry() {
     c["ipam"]["leaseTTL"] = json!(30);
     // Kill ADDs until one dies between reserve and commit (a pending record
     // remains). The window is the last round trip of an ADD, so kills land
-    // in the second half of an ADD's duration, measured again every 10 tries.
+    // at 0.5-1.2x an ADD's duration, measured again every 10 tries.
     let mut rng = TestRng::new(7);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut add_us = 0;
@@ -181,10 +186,7 @@ fn pending_reservation_of_a_killed_add_is_taken_over_by_the_retry() {
             "no ADD was ever caught between reserve and commit in {tries} tries"
         );
         if tries % 10 == 0 {
-            let t = Instant::now();
-            Call::new("ADD", "timing", "net1").run(&c);
-            add_us = (t.elapsed().as_micros() as u64).max(1000);
-            Call::new("DEL", "timing", "net1").run(&c);
+            add_us = add_duration_us(&c, "timing").max(1000);
         }
         tries += 1;
         let id = format!("p{}", rng.below(1 << 40));
